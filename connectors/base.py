@@ -1,0 +1,261 @@
+"""What every vector-store sink shares: the store interface, its config, and the two DoFns that use it.
+
+`PlanDocumentWrites` reads what the store holds for a bundle of documents (one batched lookup), then plans
+each winning event: superseded if the store is newer, in sync if nothing changed, else the chunks to embed.
+`WriteDocuments` applies complete document writes in batches: upsert the new chunks, then delete the stale
+ones and record the document's version. Transient errors are retried with exponential backoff and jitter;
+a permanent error, or a transient one that outlives the retries, dead-letters the affected events with
+stage `sink:<name>` (a failing batch is split so one poison document does not take the others with it).
+Client objects are made once per DoFn instance in `setup` and closed in `teardown`.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
+from pydantic import BaseModel, ConfigDict
+
+from transforms import counters
+from transforms.chunking import ChunkingError, TokenChunker
+from transforms.reconcile import plan_document
+from transforms.retry import GaveUp, RetryPolicy, call_with_retries
+from transforms.types import ChangeEvent, DeadLetter, DocKey, DocumentPlan, DocumentWrite, StoredDocument, Superseded
+
+DEAD_LETTERS = "dead_letters"
+TO_EMBED = "to_embed"
+
+
+class StoreConfigError(RuntimeError):
+    """The store cannot be used as configured (missing collection, dimension mismatch, bad credentials)."""
+
+
+class VectorStore(ABC):
+    """One vector store, as the pipeline sees it. Implementations hold the client."""
+
+    name: str
+
+    @abstractmethod
+    def ensure_ready(self, dimension: int) -> None:
+        """Create the collection if allowed, else check it; raise `StoreConfigError` when unusable."""
+
+    @abstractmethod
+    def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
+        """What the store holds for each key (chunks with vectors, and the last applied version)."""
+
+    @abstractmethod
+    def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        """Apply each write: upsert its records, then delete its stale IDs (all chunks for a delete), and
+        remember the document's version so an older event can never resurrect or overwrite it."""
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether retrying may help (timeouts, connection resets, 5xx, rate limits)."""
+        return isinstance(error, (TimeoutError, ConnectionError))
+
+    def close(self) -> None:
+        """Release the client."""
+
+
+class StoreConfig(BaseModel):
+    """Settings of one sink; validated on construction. Subclasses name the sink and build its store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    retry: RetryPolicy = RetryPolicy()
+    batch_size: int = 256
+    """Chunk records per write request."""
+
+    @property
+    def sink_name(self) -> str:
+        raise NotImplementedError
+
+    def create_store(self) -> VectorStore:
+        raise NotImplementedError
+
+    def display(self) -> dict[str, Any]:
+        """Settings safe to log (no secrets)."""
+        return {"sink": self.sink_name}
+
+
+class _BundleBuffer:
+    """Elements with their window and timestamp, so outputs emitted in `finish_bundle` keep them."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, Any, Any]] = []
+
+    def add(self, element: Any, timestamp: Any, window: Any) -> None:
+        self.items.append((element, timestamp, window))
+
+    def take(self) -> list[tuple[Any, Any, Any]]:
+        items, self.items = self.items, []
+        return items
+
+
+def _emit(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Optional[str] = None) -> Any:
+    out = WindowedValue(value, timestamp, [window]) if in_bundle_end else value
+    return beam.pvalue.TaggedOutput(tag, out) if tag else out
+
+
+class PlanDocumentWrites(beam.DoFn):
+    """Winning events → `DocumentPlan`s keyed by document, plus tagged `to_embed` chunk texts and
+    `dead_letters` (stage `chunk` or `lookup:<sink>`). Superseded and already-in-sync events are counted
+    and go no further."""
+
+    def __init__(self, store_config: StoreConfig, model_path: str, model_id: str, chunk_size: Optional[int],
+                 chunk_overlap: int, lookup_batch_size: int = 256) -> None:
+        self._config = store_config
+        self._model_path = model_path
+        self._model_id = model_id
+        self._chunk_size = chunk_size
+        self._chunk_overlap = chunk_overlap
+        self._lookup_batch_size = lookup_batch_size
+        self._superseded = counters.counter(counters.EVENTS_SUPERSEDED)
+        self._applied = counters.counter(counters.EVENTS_APPLIED)
+        self._in_sync = counters.counter(counters.EVENTS_IN_SYNC)
+        self._skipped = counters.counter(counters.CHUNKS_SKIPPED)
+
+    def setup(self) -> None:
+        self._store = self._config.create_store()
+        self._chunker = TokenChunker.from_model_path(self._model_path, self._chunk_size, self._chunk_overlap)
+
+    def start_bundle(self) -> None:
+        self._buffer = _BundleBuffer()
+
+    def process(self, event: ChangeEvent, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        self._buffer.add(event, timestamp, window)
+        if len(self._buffer.items) >= self._lookup_batch_size:
+            yield from self._flush(in_bundle_end=False)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._flush(in_bundle_end=True)
+
+    def teardown(self) -> None:
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store.close()
+
+    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
+        items = self._buffer.take()
+        if not items:
+            return
+        keys = list({event.key for event, _, _ in items})
+        stage = f"lookup:{self._config.sink_name}"
+        try:
+            stored, _ = call_with_retries(lambda: self._store.read_documents(keys), self._store.is_transient,
+                                          self._config.retry)
+        except GaveUp as failure:
+            for event, ts, win in items:
+                yield _emit(DeadLetter.for_event(stage, failure.cause, event, attempts=failure.attempts),
+                            ts, win, in_bundle_end, DEAD_LETTERS)
+            return
+        for event, ts, win in items:
+            yield from self._plan_one(event, stored.get(event.key, StoredDocument()), ts, win, in_bundle_end)
+
+    def _plan_one(self, event: ChangeEvent, stored: StoredDocument, ts: Any, win: Any,
+                  in_bundle_end: bool) -> Iterator[Any]:
+        try:
+            plan = plan_document(event, stored, self._chunker, self._model_id)
+        except (ChunkingError, ValueError) as exc:
+            yield _emit(DeadLetter.for_event("chunk", exc, event), ts, win, in_bundle_end, DEAD_LETTERS)
+            return
+        if isinstance(plan, Superseded):
+            self._superseded.inc()
+            return
+        if plan.in_sync:
+            self._applied.inc()
+            self._in_sync.inc()
+            self._skipped.inc(len(plan.chunks))
+            return
+        yield _emit((event.key, plan), ts, win, in_bundle_end)
+        for chunk in plan.chunks:
+            if chunk.chunk_index not in plan.reused_vectors:
+                yield _emit(((event.key, chunk.chunk_index), chunk.text), ts, win, in_bundle_end, TO_EMBED)
+
+
+class WriteDocuments(beam.DoFn):
+    """Applies `DocumentWrite`s to one store in batches of about `batch_size` records; outputs each applied
+    event (for sources that acknowledge after apply) and tagged `dead_letters` (stage `sink:<name>`)."""
+
+    def __init__(self, store_config: StoreConfig) -> None:
+        self._config = store_config
+        name = store_config.sink_name
+        self._applied = counters.counter(counters.EVENTS_APPLIED)
+        self._upserted = counters.counter(counters.VECTORS_UPSERTED)
+        self._deleted = counters.counter(counters.VECTORS_DELETED)
+        self._retries = counters.counter(counters.SINK_RETRIES)
+        self._sink_upserted = beam.metrics.Metrics.counter(f"sink:{name}", "vectors_upserted")
+        self._sink_deleted = beam.metrics.Metrics.counter(f"sink:{name}", "vectors_deleted")
+        self._sink_dead = beam.metrics.Metrics.counter(f"sink:{name}", "dead_lettered")
+        self._sink_retried = beam.metrics.Metrics.counter(f"sink:{name}", "retried")
+        self._latency = beam.metrics.Metrics.distribution(f"sink:{name}", "write_latency_ms")
+
+    def setup(self) -> None:
+        self._store = self._config.create_store()
+
+    def start_bundle(self) -> None:
+        self._buffer = _BundleBuffer()
+        self._buffered_records = 0
+
+    def process(self, write: DocumentWrite, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        self._buffer.add(write, timestamp, window)
+        self._buffered_records += max(1, len(write.records))
+        if self._buffered_records >= self._config.batch_size:
+            yield from self._flush(in_bundle_end=False)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._flush(in_bundle_end=True)
+
+    def teardown(self) -> None:
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store.close()
+
+    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
+        items = self._buffer.take()
+        self._buffered_records = 0
+        if items:
+            yield from self._write(items, in_bundle_end)
+
+    def _write(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+        writes = [w for w, _, _ in items]
+        started = time.monotonic()
+        try:
+            _, attempts = call_with_retries(lambda: self._store.write_documents(writes), self._store.is_transient,
+                                            self._config.retry, on_retry=self._count_retry)
+        except GaveUp as failure:
+            if not failure.transient and len(items) > 1:
+                middle = len(items) // 2  # isolate the poison document(s); the rest still land
+                yield from self._write(items[:middle], in_bundle_end)
+                yield from self._write(items[middle:], in_bundle_end)
+                return
+            stage = f"sink:{self._config.sink_name}"
+            for write, ts, win in items:
+                self._sink_dead.inc()
+                yield _emit(DeadLetter.for_event(stage, failure.cause, write.event, attempts=failure.attempts),
+                            ts, win, in_bundle_end, DEAD_LETTERS)
+            return
+        self._latency.update(int((time.monotonic() - started) * 1000))
+        for write, ts, win in items:
+            self._applied.inc()
+            upserted, deleted = len(write.records), len(write.stale_ids)
+            self._upserted.inc(upserted)
+            self._deleted.inc(deleted)
+            self._sink_upserted.inc(upserted)
+            self._sink_deleted.inc(deleted)
+            yield _emit(write.event, ts, win, in_bundle_end)
+
+    def _count_retry(self, error: BaseException, attempt: int) -> None:
+        self._retries.inc()
+        self._sink_retried.inc()
+
+
+def grouped_by_key(items: Iterable[Any]) -> dict[DocKey, list[Any]]:
+    grouped: dict[DocKey, list[Any]] = {}
+    for key, value in items:
+        grouped.setdefault(key, []).append(value)
+    return grouped

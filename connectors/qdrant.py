@@ -1,0 +1,205 @@
+"""Qdrant sink: one point per chunk (UUIDv5 ID, cosine vector, the shared payload schema) plus one
+payload-only point per document in `<collection>__sync_state` holding its last applied version and op.
+
+Writes per batch: upsert all chunk points, then delete the stale chunk IDs read from the store, then
+record each document's version (a delete leaves a tombstone there, so a late older upsert is superseded
+even after a restart). Embedded mode (`path`) shares one client per folder within a process, because
+Qdrant's local storage allows a single client per folder; it is for a single worker process.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from pydantic import SecretStr, model_validator
+
+from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from transforms.ids import document_point_id
+from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
+
+DEFAULT_PATH = "./.vector_store"
+STATE_SUFFIX = "__sync_state"
+_SCROLL_PAGE = 1024
+
+_local_lock = threading.Lock()
+_local_clients: dict[str, list[Any]] = {}  # resolved path -> [client, users]
+
+
+def _open_local(path: str) -> Any:
+    from qdrant_client import QdrantClient
+
+    key = str(Path(path).resolve())
+    with _local_lock:
+        entry = _local_clients.get(key)
+        if entry is None:
+            Path(key).mkdir(parents=True, exist_ok=True)
+            entry = _local_clients[key] = [QdrantClient(path=key), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_local(path: str) -> None:
+    key = str(Path(path).resolve())
+    with _local_lock:
+        entry = _local_clients.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _local_clients[key]
+            entry[0].close()
+
+
+class QdrantConfig(StoreConfig):
+    """`path` (embedded store on disk) or `url` (a Qdrant server); `collection` is created on start with
+    the model's dimension and cosine distance unless `create_collection` is off."""
+
+    path: Optional[str] = None
+    url: Optional[str] = None
+    api_key: Optional[SecretStr] = None
+    collection: str = "documents"
+    create_collection: bool = True
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "QdrantConfig":
+        if self.path and self.url:
+            raise ValueError("give either --qdrant_path or --qdrant_url, not both")
+        if not self.path and not self.url:
+            object.__setattr__(self, "path", DEFAULT_PATH)
+        return self
+
+    @property
+    def sink_name(self) -> str:
+        return "qdrant"
+
+    def create_store(self) -> "QdrantStore":
+        return QdrantStore(self)
+
+    def display(self) -> dict[str, Any]:
+        return {"sink": "qdrant", "location": self.path or self.url, "collection": self.collection}
+
+
+class QdrantStore(VectorStore):
+    name = "qdrant"
+
+    def __init__(self, config: QdrantConfig) -> None:
+        self._config = config
+        self._collection = config.collection
+        self._state = config.collection + STATE_SUFFIX
+        if config.path:
+            self._client = _open_local(config.path)
+        else:
+            from qdrant_client import QdrantClient
+
+            key = config.api_key.get_secret_value() if config.api_key else None
+            self._client = QdrantClient(url=config.url, api_key=key, timeout=30)
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def close(self) -> None:
+        if self._client is None:
+            return
+        if self._config.path:
+            _release_local(self._config.path)
+        else:
+            self._client.close()
+        self._client = None
+
+    def ensure_ready(self, dimension: int) -> None:
+        from qdrant_client import models
+
+        where = self._config.path or self._config.url
+        if not self._client.collection_exists(self._collection):
+            if not self._config.create_collection:
+                raise StoreConfigError(
+                    f"Qdrant collection {self._collection!r} does not exist at {where} and auto-create is off")
+            self._client.create_collection(
+                self._collection, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE))
+            if not self._config.path:  # payload indexes are a server feature (no-ops, with a warning, locally)
+                for field, schema in (("doc_id", models.PayloadSchemaType.KEYWORD),
+                                      ("version", models.PayloadSchemaType.INTEGER)):
+                    self._client.create_payload_index(self._collection, field, field_schema=schema)
+        else:
+            params = self._client.get_collection(self._collection).config.params.vectors
+            if not isinstance(params, models.VectorParams):
+                raise StoreConfigError(
+                    f"Qdrant collection {self._collection!r} uses named vectors; expected one unnamed vector")
+            if params.size != dimension:
+                raise StoreConfigError(
+                    f"dimension mismatch: Qdrant collection {self._collection!r} at {where} holds "
+                    f"{params.size}-d vectors but the model produces {dimension}-d vectors; use another "
+                    "--collection or the model that filled it")
+            if params.distance != models.Distance.COSINE:
+                raise StoreConfigError(
+                    f"Qdrant collection {self._collection!r} uses {params.distance} distance; expected Cosine")
+        if not self._client.collection_exists(self._state):
+            self._client.create_collection(self._state, vectors_config={})
+
+    def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
+        from qdrant_client import models
+
+        if not keys:
+            return {}
+        ledger = {}
+        state_ids = [document_point_id(doc_id, namespace or None) for namespace, doc_id in keys]
+        for record in self._client.retrieve(self._state, ids=state_ids, with_payload=True):
+            p = record.payload or {}
+            ledger[(p.get("namespace") or "", p["doc_id"])] = p
+        chunks: dict[DocKey, list[StoredChunk]] = {}
+        wanted = set(keys)
+        flt = models.Filter(must=[models.FieldCondition(
+            key="doc_id", match=models.MatchAny(any=sorted({doc_id for _, doc_id in keys})))])
+        offset = None
+        while True:
+            records, offset = self._client.scroll(self._collection, scroll_filter=flt, limit=_SCROLL_PAGE,
+                                                  offset=offset, with_payload=True, with_vectors=True)
+            for record in records:
+                p = record.payload or {}
+                key = (p.get("namespace") or "", p.get("doc_id"))
+                if key not in wanted:
+                    continue
+                chunks.setdefault(key, []).append(StoredChunk(
+                    point_id=str(record.id), chunk_index=int(p.get("chunk_index", -1)),
+                    version=int(p.get("version", -1)), content_hash=p.get("content_hash", ""),
+                    model=p.get("model", ""), vector=list(record.vector) if record.vector is not None else None,
+                    chunk_count=int(p.get("chunk_count", 0)), metadata=p.get("metadata") or {}))
+            if offset is None:
+                break
+        result = {}
+        for key in wanted:
+            state = ledger.get(key)
+            doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
+            versions = [c.version for c in doc_chunks] + ([int(state["version"])] if state else [])
+            if versions:
+                result[key] = StoredDocument(
+                    version=max(versions), deleted=bool(state and state.get("op") == "delete"), chunks=doc_chunks)
+        return result
+
+    def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        from qdrant_client import models
+
+        points = [models.PointStruct(id=r.point_id, vector=r.vector, payload=r.payload())
+                  for w in writes for r in w.records]
+        if points:
+            self._client.upsert(self._collection, points=points, wait=True)
+        stale = [point_id for w in writes for point_id in w.stale_ids]
+        if stale:
+            self._client.delete(self._collection, points_selector=models.PointIdsList(points=stale), wait=True)
+        self._client.upsert(self._state, wait=True, points=[
+            models.PointStruct(id=document_point_id(w.event.doc_id, w.event.namespace), vector={}, payload={
+                "doc_id": w.event.doc_id, "namespace": w.event.namespace, "version": w.event.version,
+                "op": w.event.op, "chunk_count": len(w.records)})
+            for w in writes])
+
+    def is_transient(self, error: BaseException) -> bool:
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        if isinstance(error, UnexpectedResponse):
+            return error.status_code == 429 or error.status_code >= 500
+        return isinstance(error, (ResponseHandlingException, TimeoutError, ConnectionError))
+
+    def count(self) -> int:
+        return self._client.count(self._collection, exact=True).count

@@ -1,0 +1,1 @@
+"""beam-vector-sync: keep vector stores exactly in sync with changing documents (options, graph, entry)."""

@@ -1,0 +1,104 @@
+"""Entry point: validate configuration and the store at start-up (one clear message on failure), run the
+graph, then print the summary."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions
+from pydantic import ValidationError
+
+from connectors.base import StoreConfigError
+from pipeline.graph import ResolvedModel, build_graph
+from pipeline.options import SyncConfig, parse_args
+from pipeline.summary import RunSummary, summary_from_metrics
+from transforms.model import (
+    ModelNotFoundError,
+    embedding_dimension,
+    force_offline,
+    load_sentence_transformer,
+    model_fingerprint,
+    resolve_model,
+)
+
+log = logging.getLogger("beam_vector_sync")
+
+
+class StartupError(RuntimeError):
+    """Configuration that cannot work; reported as one line before any data is read."""
+
+
+@functools.lru_cache(maxsize=4)
+def resolve(model_arg: Optional[str]) -> ResolvedModel:
+    """The model's local path, fingerprint and dimension (loaded once per process to read the dimension)."""
+    force_offline()
+    path = resolve_model(model_arg)
+    model = load_sentence_transformer(path, "cpu")
+    return ResolvedModel(path=path, model_id=model_fingerprint(path), dimension=embedding_dimension(model))
+
+
+def clear_dead_letters(path: str) -> None:
+    """The dead-letter file holds this run's records only: remove last run's (local paths)."""
+    if "://" not in path:
+        Path(path).unlink(missing_ok=True)
+
+
+def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
+    direct = options.view_as(DirectOptions)
+    if config.qdrant.path and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
+        raise StartupError("the embedded Qdrant store (--qdrant_path) allows one process; use one worker or "
+                           "--qdrant_url with --direct_running_mode=multi_processing")
+
+
+def prepare_store(config: SyncConfig, model: ResolvedModel) -> None:
+    store = config.qdrant.create_store()
+    try:
+        store.ensure_ready(model.dimension)
+    finally:
+        store.close()
+
+
+def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
+    """Runs one sync; raises `StartupError` for configuration that cannot work."""
+    try:
+        config, beam_args = parse_args(argv)
+        model = resolve(config.model)
+        options = PipelineOptions(beam_args)
+        options.view_as(SetupOptions).save_main_session = False
+        check_runner(config, options)
+        prepare_store(config, model)
+    except (ValidationError, StoreConfigError, ModelNotFoundError) as exc:
+        raise StartupError(str(exc)) from exc
+    clear_dead_letters(config.dead_letters)
+    started = time.monotonic()
+    pipeline = beam.Pipeline(options=options)
+    build_graph(pipeline, config, model, config.qdrant)
+    result = pipeline.run()
+    result.wait_until_finish()
+    summary = summary_from_metrics(result, time.monotonic() - started)
+    if config.qdrant.path or config.qdrant.url:
+        store = config.qdrant.create_store()
+        try:
+            summary = summary.model_copy(update={"vectors_in_store": store.count()})
+        finally:
+            store.close()
+    if config.summary_json:
+        with open(config.summary_json, "w", encoding="utf-8") as fh:
+            fh.write(summary.to_json())
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run(argv)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.render())
+    return 0

@@ -1,0 +1,69 @@
+"""Shared test fixtures. Hugging Face hub access is disabled for the whole test session: any attempt to
+download a model fails the test that made it."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+
+os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
+
+from connectors.qdrant import QdrantConfig  # noqa: E402
+from transforms.chunking import TokenChunker  # noqa: E402
+from transforms.model import default_model_path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: runs whole pipelines many times (CI runs them all)")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    return str(default_model_path())
+
+
+@pytest.fixture(scope="session")
+def small_chunker(model_path: str) -> TokenChunker:
+    """16-token chunks with 4 tokens of overlap: short texts already make several chunks."""
+    return TokenChunker.from_model_path(model_path, chunk_size=16, chunk_overlap=4)
+
+
+def write_changelog(path: Path, events: Iterable[Any]) -> Path:
+    """Writes dicts as JSON lines and str/bytes items verbatim (for malformed records)."""
+    with path.open("wb") as fh:
+        for event in events:
+            if isinstance(event, bytes):
+                fh.write(event + b"\n")
+            elif isinstance(event, str):
+                fh.write(event.encode("utf-8") + b"\n")
+            else:
+                fh.write(json.dumps(event).encode("utf-8") + b"\n")
+    return path
+
+
+def read_points(store_path: Path, collection: str = "documents") -> dict[str, dict[str, Any]]:
+    """Every point of the collection: `{point_id: payload + {"vector": [...]}}`."""
+    store = QdrantConfig(path=str(store_path), collection=collection).create_store()
+    try:
+        points: dict[str, dict[str, Any]] = {}
+        offset = None
+        while True:
+            records, offset = store.client.scroll(collection, limit=1000, offset=offset, with_payload=True,
+                                                  with_vectors=True)
+            for r in records:
+                points[str(r.id)] = {**(r.payload or {}), "vector": list(r.vector)}
+            if offset is None:
+                return points
+    finally:
+        store.close()
+
+
+def read_dead_letters(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,138 @@
+"""End to end on DirectRunner into an embedded Qdrant store, with the real bundled model."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.qdrant import QdrantConfig
+from pipeline.main import StartupError, main, run
+from tests.conftest import REPO, read_dead_letters, read_points, write_changelog
+from transforms.chunking import TokenChunker
+from transforms.ids import chunk_point_id
+
+SAMPLE = REPO / "pipeline" / "sample_data" / "changelog.jsonl"
+LONG = " ".join(f"Paragraph {i} explains how pallets are stacked in aisle {i} of the warehouse." for i in range(12))
+
+
+def sync(tmp_path: Path, log: Path, *extra: str):
+    return run(["--input", str(log), "--qdrant_path", str(tmp_path / "store"),
+                "--dead_letters", str(tmp_path / "dead.jsonl"), *extra])
+
+
+def docs_in(points: dict) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for p in points.values():
+        out.setdefault(p["doc_id"], set()).add(p["version"])
+    return out
+
+
+def test_sample_changelog_ends_with_each_documents_latest_version(tmp_path: Path):
+    summary = sync(tmp_path, SAMPLE)
+    points = read_points(tmp_path / "store")
+    assert docs_in(points) == {"handbook/onboarding.md": {2}, "kb/vpn-setup.md": {2}, "products/widget-x.md": {3},
+                               "faq/returns.md": {1}, "fleet/maintenance.md": {1}}
+    assert (summary.records_read, summary.events_applied, summary.events_superseded, summary.dead_letters) == (
+        13, 6, 6, 1)
+    assert summary.accounted and summary.vectors_in_store == len(points)
+    (letter,) = read_dead_letters(tmp_path / "dead.jsonl")
+    assert letter["stage"] == "parse" and letter["source"]["position"]["line"] == 9
+    for point_id, p in points.items():
+        assert point_id == chunk_point_id(p["doc_id"], p["chunk_index"])
+        assert len(p["vector"]) == 384 and p["model"].startswith("model@")
+
+
+def test_running_the_same_changelog_again_changes_nothing_and_embeds_nothing(tmp_path: Path):
+    first = sync(tmp_path, SAMPLE)
+    before = read_points(tmp_path / "store")
+    second = sync(tmp_path, SAMPLE)
+    assert read_points(tmp_path / "store") == before
+    assert first.chunks_embedded > 0
+    assert (second.chunks_embedded, second.vectors_upserted, second.vectors_deleted) == (0, 0, 0)
+    assert second.events_in_sync == second.events_applied == 6 and second.accounted
+
+
+def test_a_second_changelog_in_a_new_process_removes_stale_chunks_and_never_resurrects(tmp_path: Path,
+                                                                                     small_chunker: TokenChunker):
+    first = write_changelog(tmp_path / "one.jsonl", [
+        {"doc_id": "a", "op": "upsert", "version": 1, "text": LONG},
+        {"doc_id": "b", "op": "upsert", "version": 1, "text": "Bravo document about forklifts."}])
+    sync(tmp_path, first, "--chunk_size", "16", "--chunk_overlap", "4")
+    assert len([p for p in read_points(tmp_path / "store").values() if p["doc_id"] == "a"]) > 5
+
+    second = write_changelog(tmp_path / "two.jsonl", [
+        {"doc_id": "a", "op": "upsert", "version": 2, "text": "Aisles are numbered from the loading dock."},
+        {"doc_id": "b", "op": "delete", "version": 2}])
+    third = write_changelog(tmp_path / "three.jsonl", [
+        {"doc_id": "b", "op": "upsert", "version": 1, "text": "Bravo, late and old."},
+        {"doc_id": "a", "op": "upsert", "version": 1, "text": LONG}])
+    for log in (second, third):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "--input", str(log), "--qdrant_path", str(tmp_path / "store"),
+             "--dead_letters", str(tmp_path / "dead.jsonl"), "--chunk_size", "16", "--chunk_overlap", "4"],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    points = read_points(tmp_path / "store")
+    expected = small_chunker.chunks("a", "Aisles are numbered from the loading dock.")
+    assert {pid: (p["doc_id"], p["version"], p["text"]) for pid, p in points.items()} == {
+        c.point_id: ("a", 2, c.text) for c in expected}
+    assert "superseded        2" in done.stdout
+
+
+def test_unchanged_chunks_are_not_embedded_again_when_a_document_grows(tmp_path: Path, model_path: str):
+    base = " ".join(f"Sentence number {i} about shipping containers." for i in range(6))
+    grown = base + " An appended closing sentence about customs paperwork and invoices."
+    sync(tmp_path, write_changelog(tmp_path / "1.jsonl", [{"doc_id": "g", "op": "upsert", "version": 1,
+                                                           "text": base}]), "--chunk_size", "16", "--chunk_overlap", "0")
+    summary = sync(tmp_path, write_changelog(tmp_path / "2.jsonl", [{"doc_id": "g", "op": "upsert", "version": 2,
+                                                                     "text": grown}]),
+                   "--chunk_size", "16", "--chunk_overlap", "0")
+    chunker = TokenChunker.from_model_path(model_path, chunk_size=16, chunk_overlap=0)
+    old = {c.content_hash for c in chunker.chunks("g", base)}
+    new = chunker.chunks("g", grown)
+    unchanged = sum(1 for c in new if c.content_hash in old)
+    assert unchanged >= 2
+    assert (summary.chunks_skipped, summary.chunks_embedded) == (unchanged, len(new) - unchanged)
+    assert {p["version"] for p in read_points(tmp_path / "store").values()} == {2}
+
+
+def test_folder_input_upserts_each_file_and_dead_letters_undecodable_ones(tmp_path: Path):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "one.md").write_text("Forklift safety rules for the night shift.")
+    (docs / "sub" / "two.txt").write_text("Cold storage must stay below four degrees.")
+    (docs / "bad.txt").write_bytes(b"\xff\xfe broken")
+    (docs / ".hidden").write_text("ignored")
+    summary = sync(tmp_path, docs)
+    assert set(docs_in(read_points(tmp_path / "store"))) == {"one.md", "sub/two.txt"}
+    (letter,) = read_dead_letters(tmp_path / "dead.jsonl")
+    assert letter["stage"] == "parse" and letter["source"]["position"]["doc_id"] == "bad.txt"
+    assert (summary.records_read, summary.events_applied, summary.dead_letters) == (3, 2, 1)
+
+
+def test_dimension_mismatch_fails_at_start_with_one_clear_message(tmp_path: Path, capsys):
+    from qdrant_client import models
+
+    store = QdrantConfig(path=str(tmp_path / "store")).create_store()
+    store.client.create_collection("documents", vectors_config=models.VectorParams(size=5, distance="Cosine"))
+    store.close()
+    code = main(["--input", str(SAMPLE), "--qdrant_path", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert code == 2 and "dimension mismatch" in err and "5-d" in err and "384-d" in err
+
+
+def test_missing_collection_with_auto_create_off_fails_at_start(tmp_path: Path):
+    with pytest.raises(StartupError, match="does not exist"):
+        sync(tmp_path, SAMPLE, "--no_create_collection")
+
+
+def test_help_lists_the_options_with_defaults():
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0
+    for option in ("--input", "--sink", "--qdrant_path", "--qdrant_url", "--collection", "--model", "--chunk_size",
+                   "--chunk_overlap", "--batch_size", "--dead_letters", "--summary_json"):
+        assert option in done.stdout
+    assert "default: documents" in done.stdout and "default: 64" in done.stdout

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from transforms.retry import GaveUp, RetryPolicy, call_with_retries
+
+POLICY = RetryPolicy(max_attempts=4, initial_backoff_s=0.1, max_backoff_s=0.3)
+
+
+def flaky(failures: list[BaseException]):
+    def call():
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+    return call
+
+
+def test_transient_errors_are_retried_with_bounded_jittered_backoff():
+    sleeps: list[float] = []
+    result, attempts = call_with_retries(flaky([TimeoutError(), TimeoutError()]), lambda e: True, POLICY,
+                                         sleep=sleeps.append)
+    assert (result, attempts) == ("ok", 3)
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.1 and 0 <= sleeps[1] <= 0.2
+
+
+def test_permanent_error_is_not_retried():
+    with pytest.raises(GaveUp) as info:
+        call_with_retries(flaky([ValueError("bad")]), lambda e: False, POLICY, sleep=lambda s: None)
+    assert info.value.attempts == 1 and not info.value.transient and isinstance(info.value.cause, ValueError)
+
+
+def test_gives_up_after_max_attempts():
+    errors = [ConnectionError(str(i)) for i in range(10)]
+    with pytest.raises(GaveUp) as info:
+        call_with_retries(flaky(errors), lambda e: True, POLICY, sleep=lambda s: None)
+    assert info.value.attempts == 4 and info.value.transient

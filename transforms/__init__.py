@@ -1,0 +1,1 @@
+"""Pure pipeline logic: events, parsing, chunking, planning and embedding (no store clients)."""

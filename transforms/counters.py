@@ -1,0 +1,29 @@
+"""Beam metric counters of the sync pipeline (namespace `vector_sync`), read back for the run summary.
+
+Every input record ends in exactly one of `events_applied`, `events_superseded`, `dead_letters`, so
+`records_read == events_applied + events_superseded + dead_letters` once the pipeline drains.
+"""
+from __future__ import annotations
+
+from apache_beam.metrics import Metrics
+
+NAMESPACE = "vector_sync"
+
+RECORDS_READ = "records_read"
+EVENTS_APPLIED = "events_applied"
+EVENTS_IN_SYNC = "events_in_sync"  # applied, but the store already held exactly this version: no write
+EVENTS_SUPERSEDED = "events_superseded"
+DEAD_LETTERS = "dead_letters"
+CHUNKS_EMBEDDED = "chunks_embedded"
+CHUNKS_SKIPPED = "chunks_skipped"  # unchanged text and model: the stored vector was reused
+VECTORS_UPSERTED = "vectors_upserted"
+VECTORS_DELETED = "vectors_deleted"
+TOKENS_EMBEDDED = "tokens_embedded"
+SINK_RETRIES = "sink_retries"
+
+ALL = (RECORDS_READ, EVENTS_APPLIED, EVENTS_IN_SYNC, EVENTS_SUPERSEDED, DEAD_LETTERS, CHUNKS_EMBEDDED,
+       CHUNKS_SKIPPED, VECTORS_UPSERTED, VECTORS_DELETED, TOKENS_EMBEDDED, SINK_RETRIES)
+
+
+def counter(name: str):  # noqa: ANN201 - Beam's Metrics.DelegatingCounter
+    return Metrics.counter(NAMESPACE, name)

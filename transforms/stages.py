@@ -1,0 +1,128 @@
+"""The graph's pure stages as Beam transforms: parse, latest version per document, assemble writes,
+and the dead-letter file. None of them talks to a store."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Iterator
+
+import apache_beam as beam
+
+from transforms import counters
+from transforms.latest import select_latest
+from transforms.parse import parse_or_dead_letter
+from transforms.reconcile import MissingVectorError, assemble_write
+from transforms.types import ChangeEvent, DeadLetter, DocKey, DocumentPlan, RawRecord, SourceRef
+
+DEAD_LETTERS = "dead_letters"
+Parser = Callable[[bytes, SourceRef], Iterable[Any]]
+
+
+class _ParseRecords(beam.DoFn):
+    def __init__(self, parser: Parser) -> None:
+        self._parser = parser
+
+    def process(self, record: RawRecord) -> Iterator[Any]:
+        for item in self._parser(record.payload, record.source):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item) if isinstance(item, DeadLetter) else item
+
+
+class ParseChangeEvents(beam.PTransform):
+    """`RawRecord`s → `ChangeEvent`s (main output) and `dead_letters` (stage `parse`)."""
+
+    def __init__(self, parser: Parser = parse_or_dead_letter) -> None:
+        super().__init__()
+        self._parser = parser
+
+    def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return records | beam.ParDo(_ParseRecords(self._parser)).with_outputs(DEAD_LETTERS, main="events")
+
+
+class _SelectLatest(beam.DoFn):
+    def __init__(self) -> None:
+        self._superseded = counters.counter(counters.EVENTS_SUPERSEDED)
+
+    def process(self, keyed: tuple[DocKey, Iterable[ChangeEvent]]) -> Iterator[ChangeEvent]:
+        winner, losers = select_latest(keyed[1])
+        self._superseded.inc(len(losers))
+        yield winner
+
+
+class LatestPerDocument(beam.PTransform):
+    """Keeps the highest-version event of each `(namespace, doc_id)`; the rest are counted as superseded."""
+
+    def expand(self, events: beam.PCollection) -> beam.PCollection:
+        return (events
+                | "KeyByDocument" >> beam.Map(lambda e: (e.key, e))
+                | "GroupByDocument" >> beam.GroupByKey()
+                | "SelectLatest" >> beam.ParDo(_SelectLatest()))
+
+
+class _Assemble(beam.DoFn):
+    def __init__(self, model_id: str, dimension: int) -> None:
+        self._model_id = model_id
+        self._dimension = dimension
+        self._embedded = counters.counter(counters.CHUNKS_EMBEDDED)
+        self._skipped = counters.counter(counters.CHUNKS_SKIPPED)
+        self._tokens = counters.counter(counters.TOKENS_EMBEDDED)
+
+    def process(self, joined: tuple[DocKey, dict[str, list[Any]]]) -> Iterator[Any]:
+        _, groups = joined
+        for plan in groups["plans"]:
+            yield from self._assemble(plan, groups["vectors"], groups["failures"])
+
+    def _assemble(self, plan: DocumentPlan, vectors: list[tuple[int, list[float]]],
+                  failures: list[str]) -> Iterator[Any]:
+        if failures:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
+                "embed", failures[0], plan.event, error_type=failures[0].split(":", 1)[0]))
+            return
+        new_vectors = dict(vectors)
+        bad = [i for i, v in new_vectors.items() if not all(math.isfinite(x) for x in v)]
+        if bad:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
+                "embed", f"non-finite vector for chunk(s) {bad}", plan.event, error_type="NonFiniteVector"))
+            return
+        try:
+            write = assemble_write(plan, new_vectors, self._model_id, self._dimension)
+        except MissingVectorError as exc:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event("embed", exc, plan.event))
+            return
+        tokens = {c.chunk_index: c.token_count for c in plan.chunks}
+        self._embedded.inc(len(new_vectors))
+        self._skipped.inc(len(plan.reused_vectors))
+        self._tokens.inc(sum(tokens.get(i, 0) for i in new_vectors))
+        yield write
+
+
+class AssembleDocumentWrites(beam.PTransform):
+    """Joins each document's plan with its new vectors (or embedding failures) into one `DocumentWrite`;
+    a document with any failed or non-finite vector is dead-lettered (stage `embed`), never half-written."""
+
+    def __init__(self, model_id: str, dimension: int) -> None:
+        super().__init__()
+        self._model_id = model_id
+        self._dimension = dimension
+
+    def expand(self, inputs: dict[str, beam.PCollection]) -> beam.pvalue.DoOutputsTuple:
+        return (inputs
+                | "JoinByDocument" >> beam.CoGroupByKey()
+                | "Assemble" >> beam.ParDo(_Assemble(self._model_id, self._dimension)).with_outputs(
+                    DEAD_LETTERS, main="writes"))
+
+
+def _dead_letter_line(letter: DeadLetter) -> str:
+    counters.counter(counters.DEAD_LETTERS).inc()
+    return letter.model_dump_json()
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Writes every dead letter as one JSON line to `path` (one file, replaced on each run)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def expand(self, letters: beam.PCollection) -> Any:
+        return (letters
+                | "ToJson" >> beam.Map(_dead_letter_line)
+                | "WriteJsonl" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1))
