@@ -1,0 +1,101 @@
+"""The sync contract as a property: whatever the events, their order and duplication, the store ends with
+exactly the chunks of each document's highest version (nothing after a delete), a replay changes nothing,
+and a later change-log run in a fresh pipeline removes stale chunks and never resurrects old versions."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.main import run
+from tests.conftest import read_points, write_changelog
+from transforms.chunking import TokenChunker
+
+WORDS = ("pallet forklift invoice customs freight dock aisle shelf barcode scanner driver route depot "
+         "container battery refund warranty policy badge laptop").split()
+DOC_IDS = ("alpha", "beta", "gamma", "delta")
+CHUNKING = ("--chunk_size", "16", "--chunk_overlap", "4")
+
+
+def event_for(doc_id: str, version: int, words: list[str] | None, namespace: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"doc_id": doc_id, "version": version, "op": "delete" if words is None else "upsert"}
+    if words is not None:
+        event.update(text=" ".join(words), metadata={"v": version})
+    if namespace:
+        event["namespace"] = namespace
+    return event
+
+
+@st.composite
+def histories(draw: Callable) -> tuple[list[dict], list[dict]]:
+    """Two change-logs over the same documents. The second brings newer versions (which grow, shrink or
+    delete documents) and late older ones; versions are unique per document; a few duplicates; any order."""
+    first: list[dict] = []
+    second: list[dict] = []
+    texts = st.one_of(st.none(), st.lists(st.sampled_from(WORDS), min_size=1, max_size=45))
+    for doc_id in draw(st.lists(st.sampled_from(DOC_IDS), min_size=1, max_size=4, unique=True)):
+        namespace = draw(st.sampled_from([None, None, "tenant-1"]))
+        early = draw(st.lists(st.integers(10, 30), min_size=1, max_size=4, unique=True))
+        newer = draw(st.lists(st.integers(31, 60), max_size=2, unique=True))
+        late = draw(st.lists(st.integers(0, 9), max_size=1))
+        first += [event_for(doc_id, v, draw(texts), namespace) for v in early]
+        second += [event_for(doc_id, v, draw(texts), namespace) for v in newer + late]
+    duplicates = draw(st.lists(st.sampled_from(first), max_size=3))
+    return draw(st.permutations(first + duplicates)), draw(st.permutations(second))
+
+
+def expected_store(events: list[dict], chunker: TokenChunker) -> dict[str, tuple]:
+    latest: dict[tuple, dict] = {}
+    for e in events:
+        key = (e.get("namespace"), e["doc_id"])
+        if key not in latest or e["version"] > latest[key]["version"]:
+            latest[key] = e
+    expected = {}
+    for (namespace, doc_id), e in latest.items():
+        if e["op"] == "upsert":
+            for c in chunker.chunks(doc_id, e["text"], namespace):
+                expected[c.point_id] = (doc_id, namespace, c.chunk_index, e["version"], c.text)
+    return expected
+
+
+def actual_store(store: Path) -> dict[str, tuple]:
+    return {pid: (p["doc_id"], p["namespace"], p["chunk_index"], p["version"], p["text"])
+            for pid, p in read_points(store).items()}
+
+
+@pytest.mark.slow
+@settings(max_examples=int(os.environ.get("SYNC_PROPERTY_EXAMPLES", "15")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(logs=histories())
+def test_store_matches_latest_versions_for_any_order_duplicates_and_restarts(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, logs: tuple[list, list]):
+    first, second = logs
+    work = tmp_path_factory.mktemp("sync")
+    store = work / "store"
+    common = ["--qdrant_path", str(store), "--dead_letters", str(work / "dead.jsonl"), *CHUNKING]
+
+    one = run(["--input", str(write_changelog(work / "one.jsonl", first)), *common])
+    assert actual_store(store) == expected_store(first, small_chunker)
+    assert one.accounted and one.records_read == len(first) and one.dead_letters == 0
+
+    snapshot = read_points(store)
+    replay = run(["--input", str(work / "one.jsonl"), *common])
+    assert read_points(store) == snapshot, "replaying the same change-log changed the store"
+    assert replay.chunks_embedded == 0 and replay.accounted
+
+    two = run(["--input", str(write_changelog(work / "two.jsonl", second)), *common])
+    assert actual_store(store) == expected_store(first + second, small_chunker)
+    assert two.accounted and two.records_read == len(second)
+
+
+def test_expected_store_model_keeps_only_the_highest_version(small_chunker: TokenChunker):
+    events = [event_for("a", 2, ["pallet"], None), event_for("a", 5, None, None), event_for("a", 3, ["dock"], None),
+              event_for("b", 1, ["refund", "policy"], "t")]
+    expected = expected_store(events, small_chunker)
+    assert [v[:4] for v in expected.values()] == [("b", "t", 0, 1)]
+    assert json.dumps(events)  # the generated events are plain JSON
