@@ -152,11 +152,19 @@ class PlanDocumentWrites(beam.DoFn):
                 yield _emit(DeadLetter.for_event(stage, failure.cause, event, attempts=failure.attempts),
                             ts, win, in_bundle_end, DEAD_LETTERS)
             return
+        to_embed: list[tuple[int, Any]] = []
         for event, ts, win in items:
-            yield from self._plan_one(event, stored.get(event.key, StoredDocument()), ts, win, in_bundle_end)
+            yield from self._plan_one(event, stored.get(event.key, StoredDocument()), ts, win, in_bundle_end,
+                                      to_embed)
+        # Length-aware batching: chunks of similar token length end up in the same RunInference batch,
+        # so little of each batch is padding.
+        to_embed.sort(key=lambda pair: pair[0])
+        for _, output in to_embed:
+            yield output
 
-    def _plan_one(self, event: ChangeEvent, stored: StoredDocument, ts: Any, win: Any,
-                  in_bundle_end: bool) -> Iterator[Any]:
+    def _plan_one(self, event: ChangeEvent, stored: StoredDocument, ts: Any, win: Any, in_bundle_end: bool,
+                  to_embed: list[tuple[int, Any]]) -> Iterator[Any]:
+        """Yields the plan (or a dead letter); appends `(token_count, chunk output)` for chunks to embed."""
         try:
             plan = plan_document(event, stored, self._chunker, self._model_id)
         except (ChunkingError, ValueError) as exc:
@@ -173,7 +181,8 @@ class PlanDocumentWrites(beam.DoFn):
         yield _emit((event.key, plan), ts, win, in_bundle_end)
         for chunk in plan.chunks:
             if chunk.chunk_index not in plan.reused_vectors:
-                yield _emit(((event.key, chunk.chunk_index), chunk.text), ts, win, in_bundle_end, TO_EMBED)
+                element = ((event.key, chunk.chunk_index), (chunk.text, chunk.token_count))
+                to_embed.append((chunk.token_count, _emit(element, ts, win, in_bundle_end, TO_EMBED)))
 
 
 class WriteDocuments(beam.DoFn):

@@ -22,6 +22,8 @@ class RunSummary(BaseModel):
     vectors_upserted: int = 0
     vectors_deleted: int = 0
     sink_retries: int = 0
+    tokens_in_batches: int = 0
+    padded_tokens_in_batches: int = 0
     wall_seconds: float = 0.0
     vectors_in_store: int | None = None
 
@@ -29,6 +31,13 @@ class RunSummary(BaseModel):
     def accounted(self) -> bool:
         """Every record read was applied, superseded or dead-lettered."""
         return self.records_read == self.events_applied + self.events_superseded + self.dead_letters
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the embedded batches' token slots that were padding."""
+        if not self.padded_tokens_in_batches:
+            return 0.0
+        return 1 - self.tokens_in_batches / self.padded_tokens_in_batches
 
     def render(self) -> str:
         rate = self.chunks_embedded / self.wall_seconds if self.wall_seconds else 0.0
@@ -40,7 +49,8 @@ class RunSummary(BaseModel):
             f"  superseded        {self.events_superseded}",
             f"  dead-lettered     {self.dead_letters}",
             f"  accounted for     {'yes' if self.accounted else 'NO: counts do not add up'}",
-            f"chunks embedded     {self.chunks_embedded} (skipped, unchanged: {self.chunks_skipped})",
+            f"chunks embedded     {self.chunks_embedded} (skipped, unchanged: {self.chunks_skipped}; "
+            f"padding {self.padding_fraction:.1%} of batch tokens)",
             f"vectors upserted    {self.vectors_upserted}",
             f"vectors deleted     {self.vectors_deleted}",
             f"sink retries        {self.sink_retries}",
@@ -52,7 +62,8 @@ class RunSummary(BaseModel):
         return "\n".join(lines)
 
     def to_json(self) -> str:
-        return json.dumps({**self.model_dump(), "accounted": self.accounted}, indent=2)
+        return json.dumps({**self.model_dump(), "accounted": self.accounted,
+                           "padding_fraction": self.padding_fraction}, indent=2)
 
 
 def summary_from_metrics(result: Any, wall_seconds: float) -> RunSummary:

@@ -34,7 +34,7 @@ class FailingHandler(SentenceTransformerHandler):
 
 def test_runinference_batches_have_the_requested_size_and_vectors_are_normalised(tmp_path: Path, model_path: str):
     log = tmp_path / "batches.txt"
-    chunks = [((("", f"doc{i % 3}"), i), f"chunk number {i} about pallets") for i in range(10)]
+    chunks = [((("", f"doc{i % 3}"), i), (f"chunk number {i} about pallets", 6)) for i in range(10)]
     out = tmp_path / "vectors"
     with beam.Pipeline() as p:
         embedded = (p | beam.Create(chunks) | EmbedChunks(RecordingHandler(model_path, str(log), batch_size=4)))
@@ -50,7 +50,7 @@ def test_runinference_batches_have_the_requested_size_and_vectors_are_normalised
 
 
 def test_a_failing_batch_reports_every_chunk_of_it_by_document(model_path: str):
-    chunks = [((("", "d1"), 0), "one"), ((("", "d2"), 0), "two")]
+    chunks = [((("", "d1"), 0), ("one", 1)), ((("", "d2"), 0), ("two", 1))]
     with beam.Pipeline() as p:
         embedded = p | beam.Create(chunks) | EmbedChunks(FailingHandler(model_path, batch_size=8))
         assert_that(embedded["failures"] | beam.Map(lambda kv: (kv[0], "GPU fell off the bus" in kv[1])),

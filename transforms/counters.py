@@ -20,9 +20,11 @@ VECTORS_UPSERTED = "vectors_upserted"
 VECTORS_DELETED = "vectors_deleted"
 TOKENS_EMBEDDED = "tokens_embedded"
 SINK_RETRIES = "sink_retries"
+BATCH_TOKENS = "tokens_in_batches"  # real tokens (special tokens included) in embedding batches
+BATCH_PADDED_TOKENS = "padded_tokens_in_batches"  # batch size x longest item, summed over batches
 
 ALL = (RECORDS_READ, EVENTS_APPLIED, EVENTS_IN_SYNC, EVENTS_SUPERSEDED, DEAD_LETTERS, CHUNKS_EMBEDDED,
-       CHUNKS_SKIPPED, VECTORS_UPSERTED, VECTORS_DELETED, TOKENS_EMBEDDED, SINK_RETRIES)
+       CHUNKS_SKIPPED, VECTORS_UPSERTED, VECTORS_DELETED, TOKENS_EMBEDDED, SINK_RETRIES, BATCH_TOKENS, BATCH_PADDED_TOKENS)
 
 
 def counter(name: str):  # noqa: ANN201 - Beam's Metrics.DelegatingCounter

@@ -12,15 +12,21 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
+from transforms import counters
 from transforms.model import load_sentence_transformer
 from transforms.types import DocKey
 
 ChunkRef = tuple[DocKey, int]
-"""`(document key, chunk index)`: the key RunInference carries through for each chunk text."""
+"""`(document key, chunk index)`: the key RunInference carries through for each chunk."""
+ChunkText = tuple[str, int]
+"""`(text, token_count)`: what is embedded, with its length for padding accounting."""
 
 
-class SentenceTransformerHandler(ModelHandler[str, np.ndarray, Any]):
-    """Loads a local sentence-transformers model offline and embeds batches of texts."""
+class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
+    """Loads a local sentence-transformers model offline and embeds batches of `(text, token_count)`.
+
+    Counts real and padded tokens per batch (metrics `vector_sync/tokens_in_batches` and
+    `vector_sync/padded_tokens_in_batches`), so padding waste can be reported."""
 
     def __init__(self, model_path: str, *, batch_size: int = 64, device: str = "cpu",
                  normalize: bool = True) -> None:
@@ -33,14 +39,18 @@ class SentenceTransformerHandler(ModelHandler[str, np.ndarray, Any]):
     def load_model(self) -> Any:
         return load_sentence_transformer(self.model_path, self.device)
 
-    def run_inference(self, batch: Sequence[str], model: Any,
+    def run_inference(self, batch: Sequence[ChunkText], model: Any,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
-        vectors = model.encode(list(batch), batch_size=len(batch), normalize_embeddings=self.normalize,
+        texts = [text for text, _ in batch]
+        lengths = [tokens + 2 for _, tokens in batch]  # + [CLS] and [SEP]
+        counters.counter(counters.BATCH_TOKENS).inc(sum(lengths))
+        counters.counter(counters.BATCH_PADDED_TOKENS).inc(max(lengths) * len(lengths))
+        vectors = model.encode(texts, batch_size=len(texts), normalize_embeddings=self.normalize,
                                convert_to_numpy=True, show_progress_bar=False)
-        return [PredictionResult(text, vector) for text, vector in zip(batch, vectors)]
+        return [PredictionResult(text, vector) for text, vector in zip(texts, vectors)]
 
-    def get_num_bytes(self, batch: Sequence[str]) -> int:
-        return sum(len(text.encode("utf-8")) for text in batch)
+    def get_num_bytes(self, batch: Sequence[ChunkText]) -> int:
+        return sum(len(text.encode("utf-8")) for text, _ in batch)
 
     def get_metrics_namespace(self) -> str:
         return "vector_sync_embed"
@@ -60,7 +70,7 @@ def _failures_of(failed: Any) -> Iterable[tuple[DocKey, str]]:
 
 
 class EmbedChunks(beam.PTransform):
-    """`((doc_key, chunk_index), text)` → tagged `vectors` `(doc_key, (chunk_index, vector))` and
+    """`((doc_key, chunk_index), (text, token_count))` → tagged `vectors` `(doc_key, (chunk_index, vector))` and
     `failures` `(doc_key, error)`."""
 
     def __init__(self, handler: SentenceTransformerHandler) -> None:
