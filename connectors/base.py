@@ -99,35 +99,34 @@ def _emit(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Opt
     return beam.pvalue.TaggedOutput(tag, out) if tag else out
 
 
-class PlanDocumentWrites(beam.DoFn):
-    """Winning events → `DocumentPlan`s keyed by document, plus tagged `to_embed` chunk texts and
-    `dead_letters` (stage `chunk` or `lookup:<sink>`). Superseded and already-in-sync events are counted
-    and go no further."""
+class _BufferedStoreDoFn(beam.DoFn):
+    """A DoFn that holds one store client (made in `setup`, closed in `teardown`) and handles its input in
+    buffered groups: when `_weight` of the buffer reaches `_limit`, and at the end of every bundle."""
 
-    def __init__(self, store_config: StoreConfig, model_path: str, model_id: str, chunk_size: Optional[int],
-                 chunk_overlap: int, lookup_batch_size: int = 256) -> None:
+    def __init__(self, store_config: StoreConfig) -> None:
         self._config = store_config
-        self._model_path = model_path
-        self._model_id = model_id
-        self._chunk_size = chunk_size
-        self._chunk_overlap = chunk_overlap
-        self._lookup_batch_size = lookup_batch_size
-        self._superseded = counters.counter(counters.EVENTS_SUPERSEDED)
-        self._applied = counters.counter(counters.EVENTS_APPLIED)
-        self._in_sync = counters.counter(counters.EVENTS_IN_SYNC)
-        self._skipped = counters.counter(counters.CHUNKS_SKIPPED)
+
+    def _limit(self) -> int:
+        raise NotImplementedError
+
+    def _weight(self, element: Any) -> int:
+        return 1
+
+    def _handle(self, items: list[tuple[Any, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+        raise NotImplementedError
 
     def setup(self) -> None:
         self._store = self._config.create_store()
-        self._chunker = TokenChunker.from_model_path(self._model_path, self._chunk_size, self._chunk_overlap)
 
     def start_bundle(self) -> None:
         self._buffer = _BundleBuffer()
+        self._buffered = 0
 
-    def process(self, event: ChangeEvent, timestamp=beam.DoFn.TimestampParam,
+    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
-        self._buffer.add(event, timestamp, window)
-        if len(self._buffer.items) >= self._lookup_batch_size:
+        self._buffer.add(element, timestamp, window)
+        self._buffered += self._weight(element)
+        if self._buffered >= self._limit():
             yield from self._flush(in_bundle_end=False)
 
     def finish_bundle(self) -> Iterator[Any]:
@@ -140,8 +139,38 @@ class PlanDocumentWrites(beam.DoFn):
 
     def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
         items = self._buffer.take()
-        if not items:
-            return
+        self._buffered = 0
+        if items:
+            yield from self._handle(items, in_bundle_end)
+
+
+class PlanDocumentWrites(_BufferedStoreDoFn):
+    """Winning events → `DocumentPlan`s keyed by document, plus tagged `to_embed` chunk texts and
+    `dead_letters` (stage `chunk` or `lookup:<sink>`). Superseded and already-in-sync events are counted
+    and go no further."""
+
+    def __init__(self, store_config: StoreConfig, model_path: str, model_id: str, chunk_size: Optional[int],
+                 chunk_overlap: int, lookup_batch_size: int = 256, embed_sort_window: int = 4096) -> None:
+        super().__init__(store_config)
+        self._model_path = model_path
+        self._model_id = model_id
+        self._chunk_size = chunk_size
+        self._chunk_overlap = chunk_overlap
+        self._lookup_batch_size = lookup_batch_size
+        self._embed_sort_window = embed_sort_window
+        self._superseded = counters.counter(counters.EVENTS_SUPERSEDED)
+        self._applied = counters.counter(counters.EVENTS_APPLIED)
+        self._in_sync = counters.counter(counters.EVENTS_IN_SYNC)
+        self._skipped = counters.counter(counters.CHUNKS_SKIPPED)
+
+    def setup(self) -> None:
+        super().setup()
+        self._chunker = TokenChunker.from_model_path(self._model_path, self._chunk_size, self._chunk_overlap)
+
+    def _limit(self) -> int:
+        return self._lookup_batch_size
+
+    def _handle(self, items: list[tuple[ChangeEvent, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
         keys = list({event.key for event, _, _ in items})
         stage = f"lookup:{self._config.sink_name}"
         try:
@@ -152,19 +181,30 @@ class PlanDocumentWrites(beam.DoFn):
                 yield _emit(DeadLetter.for_event(stage, failure.cause, event, attempts=failure.attempts),
                             ts, win, in_bundle_end, DEAD_LETTERS)
             return
-        to_embed: list[tuple[int, Any]] = []
         for event, ts, win in items:
-            yield from self._plan_one(event, stored.get(event.key, StoredDocument()), ts, win, in_bundle_end,
-                                      to_embed)
-        # Length-aware batching: chunks of similar token length end up in the same RunInference batch,
-        # so little of each batch is padding.
-        to_embed.sort(key=lambda pair: pair[0])
-        for _, output in to_embed:
-            yield output
+            yield from self._plan_one(event, stored.get(event.key, StoredDocument()), ts, win, in_bundle_end)
+        if len(self._to_embed) >= self._embed_sort_window:
+            yield from self._release_chunks(in_bundle_end)
 
-    def _plan_one(self, event: ChangeEvent, stored: StoredDocument, ts: Any, win: Any, in_bundle_end: bool,
-                  to_embed: list[tuple[int, Any]]) -> Iterator[Any]:
-        """Yields the plan (or a dead letter); appends `(token_count, chunk output)` for chunks to embed."""
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._to_embed: list[tuple[int, Any, Any, Any]] = []
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from super().finish_bundle()
+        yield from self._release_chunks(in_bundle_end=True)
+
+    def _release_chunks(self, in_bundle_end: bool) -> Iterator[Any]:
+        """Length-aware batching: chunks go to RunInference sorted by token count (over up to
+        `embed_sort_window` chunks of the bundle), so each batch holds similar lengths and little padding."""
+        pending, self._to_embed = self._to_embed, []
+        pending.sort(key=lambda item: item[0])
+        for _, element, ts, win in pending:
+            yield _emit(element, ts, win, in_bundle_end, TO_EMBED)
+
+    def _plan_one(self, event: ChangeEvent, stored: StoredDocument, ts: Any, win: Any,
+                  in_bundle_end: bool) -> Iterator[Any]:
+        """Yields the plan (or a dead letter); queues the chunks to embed for `_release_chunks`."""
         try:
             plan = plan_document(event, stored, self._chunker, self._model_id)
         except (ChunkingError, ValueError) as exc:
@@ -182,15 +222,15 @@ class PlanDocumentWrites(beam.DoFn):
         for chunk in plan.chunks:
             if chunk.chunk_index not in plan.reused_vectors:
                 element = ((event.key, chunk.chunk_index), (chunk.text, chunk.token_count))
-                to_embed.append((chunk.token_count, _emit(element, ts, win, in_bundle_end, TO_EMBED)))
+                self._to_embed.append((chunk.token_count, element, ts, win))
 
 
-class WriteDocuments(beam.DoFn):
+class WriteDocuments(_BufferedStoreDoFn):
     """Applies `DocumentWrite`s to one store in batches of about `batch_size` records; outputs each applied
     event (for sources that acknowledge after apply) and tagged `dead_letters` (stage `sink:<name>`)."""
 
     def __init__(self, store_config: StoreConfig) -> None:
-        self._config = store_config
+        super().__init__(store_config)
         name = store_config.sink_name
         self._applied = counters.counter(counters.EVENTS_APPLIED)
         self._upserted = counters.counter(counters.VECTORS_UPSERTED)
@@ -202,33 +242,14 @@ class WriteDocuments(beam.DoFn):
         self._sink_retried = beam.metrics.Metrics.counter(f"sink:{name}", "retried")
         self._latency = beam.metrics.Metrics.distribution(f"sink:{name}", "write_latency_ms")
 
-    def setup(self) -> None:
-        self._store = self._config.create_store()
+    def _limit(self) -> int:
+        return self._config.batch_size
 
-    def start_bundle(self) -> None:
-        self._buffer = _BundleBuffer()
-        self._buffered_records = 0
+    def _weight(self, write: DocumentWrite) -> int:
+        return max(1, len(write.records))
 
-    def process(self, write: DocumentWrite, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam) -> Iterator[Any]:
-        self._buffer.add(write, timestamp, window)
-        self._buffered_records += max(1, len(write.records))
-        if self._buffered_records >= self._config.batch_size:
-            yield from self._flush(in_bundle_end=False)
-
-    def finish_bundle(self) -> Iterator[Any]:
-        yield from self._flush(in_bundle_end=True)
-
-    def teardown(self) -> None:
-        store = getattr(self, "_store", None)
-        if store is not None:
-            store.close()
-
-    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
-        items = self._buffer.take()
-        self._buffered_records = 0
-        if items:
-            yield from self._write(items, in_bundle_end)
+    def _handle(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+        yield from self._write(items, in_bundle_end)
 
     def _write(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
         writes = [w for w, _, _ in items]
@@ -261,10 +282,3 @@ class WriteDocuments(beam.DoFn):
     def _count_retry(self, error: BaseException, attempt: int) -> None:
         self._retries.inc()
         self._sink_retried.inc()
-
-
-def grouped_by_key(items: Iterable[Any]) -> dict[DocKey, list[Any]]:
-    grouped: dict[DocKey, list[Any]] = {}
-    for key, value in items:
-        grouped.setdefault(key, []).append(value)
-    return grouped

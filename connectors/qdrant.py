@@ -1,9 +1,10 @@
 """Qdrant sink: one point per chunk (UUIDv5 ID, cosine vector, the shared payload schema) plus one
 payload-only point per document in `<collection>__sync_state` holding its last applied version and op.
 
-Writes per batch: upsert all chunk points, then delete the stale chunk IDs read from the store, then
-record each document's version (a delete leaves a tombstone there, so a late older upsert is superseded
-even after a restart). Embedded mode (`path`) shares one client per folder within a process, because
+The sync-state point makes look-ups cheap (by ID, no scan) and a delete leaves a tombstone there, so a late
+older upsert is superseded even after a restart. Writes per batch: widen the chunk-index bound, upsert all
+chunk points, delete the stale chunk IDs read from the store (on a server also every chunk of the document
+with an older version, by filter), then record each document's version. Embedded mode (`path`) shares one client per folder within a process, because
 Qdrant's local storage allows a single client per folder; it is for a single worker process.
 """
 from __future__ import annotations
@@ -15,12 +16,11 @@ from typing import Any, Optional, Sequence
 from pydantic import SecretStr, model_validator
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
-from transforms.ids import document_point_id
+from transforms.ids import chunk_point_id, document_point_id
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 DEFAULT_PATH = "./.vector_store"
 STATE_SUFFIX = "__sync_state"
-_SCROLL_PAGE = 1024
 
 _local_lock = threading.Lock()
 _local_clients: dict[str, list[Any]] = {}  # resolved path -> [client, users]
@@ -139,48 +139,54 @@ class QdrantStore(VectorStore):
             self._client.create_collection(self._state, vectors_config={})
 
     def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
-        from qdrant_client import models
-
+        """Look-ups by ID only (no collection scan): each document's sync-state point gives its version and
+        an upper bound of its chunk indexes, then its chunk points are fetched by their deterministic IDs."""
         if not keys:
             return {}
-        ledger = {}
-        state_ids = [document_point_id(doc_id, namespace or None) for namespace, doc_id in keys]
-        for record in self._client.retrieve(self._state, ids=state_ids, with_payload=True):
-            p = record.payload or {}
-            ledger[(p.get("namespace") or "", p["doc_id"])] = p
+        ledger = self._read_states(keys)
+        chunk_ids = [chunk_point_id(doc_id, i, namespace or None)
+                     for (namespace, doc_id), state in ledger.items() for i in range(int(state["chunk_bound"]))]
         chunks: dict[DocKey, list[StoredChunk]] = {}
-        wanted = set(keys)
-        flt = models.Filter(must=[models.FieldCondition(
-            key="doc_id", match=models.MatchAny(any=sorted({doc_id for _, doc_id in keys})))])
-        offset = None
-        while True:
-            records, offset = self._client.scroll(self._collection, scroll_filter=flt, limit=_SCROLL_PAGE,
-                                                  offset=offset, with_payload=True, with_vectors=True)
-            for record in records:
-                p = record.payload or {}
-                key = (p.get("namespace") or "", p.get("doc_id"))
-                if key not in wanted:
-                    continue
-                chunks.setdefault(key, []).append(StoredChunk(
-                    point_id=str(record.id), chunk_index=int(p.get("chunk_index", -1)),
-                    version=int(p.get("version", -1)), content_hash=p.get("content_hash", ""),
-                    model=p.get("model", ""), vector=list(record.vector) if record.vector is not None else None,
-                    chunk_count=int(p.get("chunk_count", 0)), metadata=p.get("metadata") or {}))
-            if offset is None:
-                break
+        for record in (self._client.retrieve(self._collection, ids=chunk_ids, with_payload=True, with_vectors=True)
+                       if chunk_ids else ()):
+            p = record.payload or {}
+            chunks.setdefault((p.get("namespace") or "", p.get("doc_id")), []).append(StoredChunk(
+                point_id=str(record.id), chunk_index=int(p.get("chunk_index", -1)),
+                version=int(p.get("version", -1)), content_hash=p.get("content_hash", ""),
+                model=p.get("model", ""), vector=list(record.vector) if record.vector is not None else None,
+                chunk_count=int(p.get("chunk_count", 0)), metadata=p.get("metadata") or {}))
         result = {}
-        for key in wanted:
-            state = ledger.get(key)
+        for key, state in ledger.items():
             doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
-            versions = [c.version for c in doc_chunks] + ([int(state["version"])] if state else [])
-            if versions:
-                result[key] = StoredDocument(
-                    version=max(versions), deleted=bool(state and state.get("op") == "delete"), chunks=doc_chunks)
+            versions = [c.version for c in doc_chunks] + [int(state["version"])]
+            result[key] = StoredDocument(version=max(versions), deleted=state.get("op") == "delete",
+                                         chunks=doc_chunks)
         return result
 
+    def _read_states(self, keys: Sequence[DocKey]) -> dict[DocKey, dict[str, Any]]:
+        """The sync-state payloads (`version`, `op`, `chunk_bound`) of the documents that have one."""
+        states = {}
+        ids = [document_point_id(doc_id, namespace or None) for namespace, doc_id in keys]
+        for record in self._client.retrieve(self._state, ids=ids, with_payload=True):
+            p = record.payload or {}
+            states[(p.get("namespace") or "", p["doc_id"])] = p
+        return states
+
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        """Crash-safe order: (1) widen each document's chunk-index bound in its sync state (old version kept),
+        (2) upsert the new chunks, (3) delete the stale ones, (4) record the new version and bound. Whatever
+        step a crash interrupts, the next look-up still finds every chunk the document may have."""
         from qdrant_client import models
 
+        current = self._read_states([w.key for w in writes])
+        widened = []
+        for w in writes:
+            before = current.get(w.key)
+            bound = max(len(w.records), int(before["chunk_bound"]) if before else 0)
+            if before is None or bound > int(before["chunk_bound"]):
+                widened.append(self._state_point(w, bound, before))
+        if widened:
+            self._client.upsert(self._state, points=widened, wait=True)
         points = [models.PointStruct(id=r.point_id, vector=r.vector, payload=r.payload())
                   for w in writes for r in w.records]
         if points:
@@ -188,11 +194,34 @@ class QdrantStore(VectorStore):
         stale = [point_id for w in writes for point_id in w.stale_ids]
         if stale:
             self._client.delete(self._collection, points_selector=models.PointIdsList(points=stale), wait=True)
-        self._client.upsert(self._state, wait=True, points=[
-            models.PointStruct(id=document_point_id(w.event.doc_id, w.event.namespace), vector={}, payload={
-                "doc_id": w.event.doc_id, "namespace": w.event.namespace, "version": w.event.version,
-                "op": w.event.op, "chunk_count": len(w.records)})
-            for w in writes])
+        if self._config.url:  # indexed on a server: also sweep any chunk older than the new version
+            for w in writes:
+                self._client.delete(self._collection, wait=True, points_selector=models.FilterSelector(
+                    filter=self._older_chunks_filter(w)))
+        self._client.upsert(self._state, wait=True,
+                            points=[self._state_point(w, len(w.records), None) for w in writes])
+
+    @staticmethod
+    def _state_point(write: DocumentWrite, bound: int, keep: Optional[dict[str, Any]]) -> Any:
+        from qdrant_client import models
+
+        event = write.event
+        payload = {"doc_id": event.doc_id, "namespace": event.namespace, "chunk_bound": bound,
+                   "version": keep["version"] if keep else event.version, "op": keep["op"] if keep else event.op}
+        return models.PointStruct(id=document_point_id(event.doc_id, event.namespace), vector={}, payload=payload)
+
+    @staticmethod
+    def _older_chunks_filter(write: DocumentWrite) -> Any:
+        from qdrant_client import models
+
+        event = write.event
+        must = [models.FieldCondition(key="doc_id", match=models.MatchValue(value=event.doc_id)),
+                models.FieldCondition(key="version", range=models.Range(lt=event.version))]
+        if event.namespace:
+            must.append(models.FieldCondition(key="namespace", match=models.MatchValue(value=event.namespace)))
+        else:
+            must.append(models.IsNullCondition(is_null=models.PayloadField(key="namespace")))
+        return models.Filter(must=must)
 
     def is_transient(self, error: BaseException) -> bool:
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse

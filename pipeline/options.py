@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tokens per chunk (default: the model's max sequence length less special tokens)")
     emb.add_argument("--chunk_overlap", type=int, default=DEFAULT_CHUNK_OVERLAP, help="tokens shared by neighbours")
     emb.add_argument("--batch_size", type=int, default=64, help="chunks per embedding batch")
+    emb.add_argument("--lookup_batch_size", type=int, default=256,
+                     help="documents per store look-up (what the store holds for them)")
     out = parser.add_argument_group("output")
     out.add_argument("--dead_letters", default="./dead_letters.jsonl", help="dead-letter JSONL file")
     out.add_argument("--summary_json", default=None, help="also write the run summary as JSON here")
@@ -90,7 +92,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[s
     config = SyncConfig(
         input=args.input, sinks=tuple(args.sink or ("qdrant",)), qdrant=qdrant, model=args.model,
         device=args.device, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-        batch_size=args.batch_size, dead_letters=args.dead_letters, summary_json=args.summary_json)
+        batch_size=args.batch_size, lookup_batch_size=args.lookup_batch_size, dead_letters=args.dead_letters, summary_json=args.summary_json)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=DirectRunner", *beam_args]
     return config, beam_args

@@ -44,6 +44,12 @@ def test_sample_changelog_ends_with_each_documents_latest_version(tmp_path: Path
         assert len(p["vector"]) == 384 and p["model"].startswith("model@")
 
 
+def test_small_lookup_batches_give_the_same_store(tmp_path: Path):
+    summary = sync(tmp_path, SAMPLE, "--lookup_batch_size", "2")
+    assert summary.events_applied == 6 and summary.accounted
+    assert summary.chunks_embedded == summary.vectors_upserted == summary.vectors_in_store == 5
+
+
 def test_running_the_same_changelog_again_changes_nothing_and_embeds_nothing(tmp_path: Path):
     first = sync(tmp_path, SAMPLE)
     before = read_points(tmp_path / "store")

@@ -1,0 +1,96 @@
+"""One measured path per process (so peak memory is per path): `python -m bench.paths PATH --docs N --work DIR`.
+
+Prints one JSON line: path, chunks, tokens, seconds, peak_rss_mib and path-specific figures."""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.corpus import changed_corpus, make_corpus, write_changelog
+from transforms.chunking import TokenChunker
+from transforms.model import force_offline, load_sentence_transformer, resolve_model
+
+
+def corpus_chunks(docs: list[tuple[str, str]], model_path: str) -> list[tuple[str, int]]:
+    chunker = TokenChunker.from_model_path(model_path)
+    return [(c.text, c.token_count) for doc_id, text in docs for c in chunker.chunks(doc_id, text)]
+
+
+def raw_encode(docs, model_path: str, batch_size: int, work: Path) -> dict:
+    """`SentenceTransformer.encode` over all chunk texts at once (it sorts by length): the hardware limit."""
+    chunks = corpus_chunks(docs, model_path)
+    model = load_sentence_transformer(model_path)
+    model.encode([t for t, _ in chunks[:batch_size]], batch_size=batch_size)  # warm-up
+    started = time.perf_counter()
+    model.encode([t for t, _ in chunks], batch_size=batch_size, show_progress_bar=False)
+    return {"chunks": len(chunks), "tokens": sum(n for _, n in chunks), "seconds": time.perf_counter() - started}
+
+
+def pipeline_run(docs, model_path: str, batch_size: int, work: Path, version: int = 1, store: str = "store") -> dict:
+    from pipeline.main import run
+
+    log = write_changelog(work / f"changelog-v{version}.jsonl", docs, version)
+    summary = run(["--input", str(log), "--qdrant_path", str(work / store), "--batch_size", str(batch_size),
+                   "--dead_letters", str(work / "dead.jsonl")])
+    return {"chunks": summary.chunks_embedded, "tokens": summary.tokens_embedded, "seconds": summary.wall_seconds,
+            "chunks_skipped": summary.chunks_skipped, "padding_fraction": round(summary.padding_fraction, 4),
+            "accounted": summary.accounted}
+
+
+def pipeline_full(docs, model_path, batch_size, work) -> dict:
+    """The pipeline end to end on DirectRunner into a fresh embedded store (model load included)."""
+    return pipeline_run(docs, model_path, batch_size, work)
+
+
+def resync(docs, model_path, batch_size, work) -> dict:
+    """Every document again at version 2 (as after a folder re-scan) with 5% of them edited, against the
+    store `pipeline_full` left in `work`."""
+    if not (work / "store").exists():
+        pipeline_run(docs, model_path, batch_size, work)
+    edited, _ = changed_corpus(docs, 0.05)
+    return pipeline_run(edited, model_path, batch_size, work, version=2)
+
+
+def mltransform(docs, model_path, batch_size, work) -> dict:
+    """Beam's own MLTransform + SentenceTransformerEmbeddings over the same chunk texts."""
+    import apache_beam as beam
+    from apache_beam.ml.transforms.base import MLTransform
+    from apache_beam.ml.transforms.embeddings.huggingface import SentenceTransformerEmbeddings
+
+    chunks = corpus_chunks(docs, model_path)
+    started = time.perf_counter()
+    with beam.Pipeline() as p:
+        _ = (p | beam.Create([{"text": t} for t, _ in chunks])
+             | MLTransform(write_artifact_location=tempfile.mkdtemp(dir=work)).with_transform(
+                 SentenceTransformerEmbeddings(model_name=model_path, columns=["text"], max_batch_size=batch_size))
+             | beam.combiners.Count.Globally())
+    return {"chunks": len(chunks), "tokens": sum(n for _, n in chunks), "seconds": time.perf_counter() - started}
+
+
+PATHS = {"raw": raw_encode, "pipeline": pipeline_full, "resync": resync, "mltransform": mltransform}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("path", choices=sorted(PATHS))
+    parser.add_argument("--docs", type=int, required=True)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--work", required=True)
+    args = parser.parse_args()
+    force_offline()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    result = PATHS[args.path](make_corpus(args.docs), resolve_model(None), args.batch_size, work)
+    result.update(path=args.path, batch_size=args.batch_size,
+                  peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
