@@ -58,6 +58,10 @@ class VectorStore(ABC):
     def close(self) -> None:
         """Release the client."""
 
+    @abstractmethod
+    def count(self) -> int:
+        """Chunk vectors in the store (for the run summary)."""
+
 
 class StoreConfig(BaseModel):
     """Settings of one sink; validated on construction. Subclasses name the sink and build its store."""

@@ -56,7 +56,10 @@ def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
 
 
 def prepare_store(config: SyncConfig, model: ResolvedModel) -> None:
-    store = config.qdrant.create_store()
+    try:
+        store = config.store.create_store()
+    except Exception as exc:  # noqa: BLE001 - a client that cannot even connect is a start-up error
+        raise StartupError(f"cannot connect to {config.store.sink_name}: {type(exc).__name__}: {exc}") from exc
     try:
         store.ensure_ready(model.dimension)
     finally:
@@ -72,21 +75,22 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
         options.view_as(SetupOptions).save_main_session = False
         check_runner(config, options)
         prepare_store(config, model)
-    except (ValidationError, StoreConfigError, ModelNotFoundError) as exc:
+    except ValidationError as exc:
+        raise StartupError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
+    except (StoreConfigError, ModelNotFoundError) as exc:
         raise StartupError(str(exc)) from exc
     clear_dead_letters(config.dead_letters)
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    build_graph(pipeline, config, model, config.qdrant)
+    build_graph(pipeline, config, model, config.store)
     result = pipeline.run()
     result.wait_until_finish()
     summary = summary_from_metrics(result, time.monotonic() - started)
-    if config.qdrant.path or config.qdrant.url:
-        store = config.qdrant.create_store()
-        try:
-            summary = summary.model_copy(update={"vectors_in_store": store.count()})
-        finally:
-            store.close()
+    store = config.store.create_store()
+    try:
+        summary = summary.model_copy(update={"vectors_in_store": store.count()})
+    finally:
+        store.close()
     if config.summary_json:
         with open(config.summary_json, "w", encoding="utf-8") as fh:
             fh.write(summary.to_json())

@@ -9,10 +9,12 @@ from typing import Optional, Sequence
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors.changelog import SAMPLE_CHANGELOG
+from connectors.base import StoreConfig
+from connectors.pgvector import PgVectorConfig
 from connectors.qdrant import DEFAULT_PATH, QdrantConfig
 from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 
-SINKS = ("qdrant",)
+SINKS = ("qdrant", "pgvector")
 
 
 class SyncConfig(BaseModel):
@@ -23,6 +25,7 @@ class SyncConfig(BaseModel):
     input: str = str(SAMPLE_CHANGELOG)
     sinks: tuple[str, ...] = ("qdrant",)
     qdrant: QdrantConfig = QdrantConfig()
+    pgvector: Optional[PgVectorConfig] = None
     model: Optional[str] = None
     device: str = "cpu"
     chunk_size: Optional[int] = Field(default=None, ge=8)
@@ -37,9 +40,18 @@ class SyncConfig(BaseModel):
         unknown = [s for s in self.sinks if s not in SINKS]
         if unknown:
             raise ValueError(f"unknown sink(s) {unknown}; available: {', '.join(SINKS)}")
+        if len(self.sinks) != 1:
+            raise ValueError("exactly one --sink for now: fan-out to several stores is not implemented yet")
+        if "pgvector" in self.sinks and self.pgvector is None:
+            raise ValueError("--sink pgvector needs --pg_dsn (or the PG_DSN environment variable)")
         if self.chunk_size is not None and self.chunk_overlap >= self.chunk_size:
             raise ValueError("--chunk_overlap must be smaller than --chunk_size")
         return self
+
+    @property
+    def store(self) -> StoreConfig:
+        """The configured sink's settings."""
+        return self.pgvector if self.sinks[0] == "pgvector" and self.pgvector else self.qdrant
 
     @property
     def input_is_folder(self) -> bool:
@@ -64,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--collection", default="documents", help="collection name")
     sink.add_argument("--no_create_collection", action="store_true",
                       help="fail at start if the collection does not exist, instead of creating it")
+    sink.add_argument("--pg_dsn", default=None,
+                      help="PostgreSQL connection string for --sink pgvector (default: $PG_DSN; never logged)")
+    sink.add_argument("--pg_table", default="documents", help="pgvector table")
     sink.add_argument("--write_batch_size", type=int, default=256, help="chunk records per store write")
     emb = parser.add_argument_group("embedding")
     emb.add_argument("--model", default=None,
@@ -89,8 +104,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[s
         path=args.qdrant_path, url=args.qdrant_url, api_key=SecretStr(api_key) if api_key else None,
         collection=args.collection, create_collection=not args.no_create_collection,
         batch_size=args.write_batch_size)
+    pg_dsn = args.pg_dsn or os.environ.get("PG_DSN")
+    pgvector = PgVectorConfig(dsn=SecretStr(pg_dsn), table=args.pg_table, create_table=not args.no_create_collection,
+                              batch_size=args.write_batch_size) if pg_dsn else None
     config = SyncConfig(
-        input=args.input, sinks=tuple(args.sink or ("qdrant",)), qdrant=qdrant, model=args.model,
+        input=args.input, sinks=tuple(args.sink or ("qdrant",)), qdrant=qdrant, pgvector=pgvector, model=args.model,
         device=args.device, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
         batch_size=args.batch_size, lookup_batch_size=args.lookup_batch_size, dead_letters=args.dead_letters, summary_json=args.summary_json)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):

