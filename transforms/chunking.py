@@ -61,6 +61,9 @@ class TokenChunker:
 
     def __init__(self, tokenizer: Any, chunk_size: int, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> None:
         self._tokenizer = tokenizer
+        # Whole documents are tokenized to find chunk boundaries: silence the "longer than the model's
+        # maximum" warning, which is about feeding the model, not about chunking.
+        tokenizer.model_max_length = 1 << 30
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         plan_spans([], chunk_size, chunk_overlap)  # validates the sizes up front
@@ -72,7 +75,7 @@ class TokenChunker:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True, use_fast=True)
-        size = chunk_size or max_content_tokens(model_path, tokenizer)
+        size = chunk_size or max_content_tokens(model_path, tokenizer)  # before the limit is lifted
         return cls(tokenizer, size, chunk_overlap)
 
     def count_tokens(self, text: str) -> int:
