@@ -9,9 +9,10 @@ Qdrant's local storage allows a single client per folder; it is for a single wor
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from pydantic import SecretStr, model_validator
 
@@ -24,6 +25,7 @@ STATE_SUFFIX = "__sync_state"
 
 _local_lock = threading.Lock()
 _local_clients: dict[str, list[Any]] = {}  # resolved path -> [client, users]
+_keep_open = 0  # > 0 while a `local_clients_kept_open()` block runs
 
 
 def _open_local(path: str) -> Any:
@@ -46,9 +48,28 @@ def _release_local(path: str) -> None:
         if entry is None:
             return
         entry[1] -= 1
-        if entry[1] <= 0:
+        if entry[1] <= 0 and not _keep_open:
             del _local_clients[key]
             entry[0].close()
+
+
+@contextlib.contextmanager
+def local_clients_kept_open() -> Iterator[None]:
+    """Within the block, an embedded store stays open between users (opening one reads every point from
+    disk); on leaving it, unused ones are closed so other processes can open the folder."""
+    global _keep_open
+    with _local_lock:
+        _keep_open += 1
+    try:
+        yield
+    finally:
+        with _local_lock:
+            _keep_open -= 1
+            if not _keep_open:
+                for key, entry in list(_local_clients.items()):
+                    if entry[1] <= 0:
+                        del _local_clients[key]
+                        entry[0].close()
 
 
 class QdrantConfig(StoreConfig):

@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pydantic import ValidationError
 
 from connectors.base import StoreConfigError
+from connectors.qdrant import local_clients_kept_open
 from pipeline.graph import ResolvedModel, build_graph
 from pipeline.options import SyncConfig, parse_args
 from pipeline.summary import RunSummary, summary_from_metrics
@@ -68,6 +69,11 @@ def prepare_store(config: SyncConfig, model: ResolvedModel) -> None:
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     """Runs one sync; raises `StartupError` for configuration that cannot work."""
+    with local_clients_kept_open():
+        return _run(argv)
+
+
+def _run(argv: Optional[Sequence[str]]) -> RunSummary:
     try:
         config, beam_args = parse_args(argv)
         model = resolve(config.model)
