@@ -107,3 +107,29 @@ def test_a_store_that_stays_down_dead_letters_the_batch_after_the_last_attempt(t
         assert_that(written[DEAD_LETTERS] | beam.Map(lambda d: (d.doc_id, d.error_type, d.attempts)),
                     equal_to([("a", "TimeoutError", 4), ("b", "TimeoutError", 4)]))
     assert not (tmp_path / "log").exists()
+
+
+class UnreadableStore(ScriptedStore):
+    def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
+        raise ScriptedError("403 forbidden: bad credentials")
+
+
+class UnreadableConfig(ScriptedConfig):
+    def create_store(self) -> UnreadableStore:
+        return UnreadableStore(self)
+
+
+def test_a_failed_store_lookup_dead_letters_every_event_of_the_batch(tmp_path: Path, model_path: str):
+    from connectors.base import TO_EMBED, PlanDocumentWrites
+
+    config = UnreadableConfig(log=str(tmp_path / "log"), retry=FAST)
+    events = [ChangeEvent(doc_id=d, op="upsert", version=1, text="some text", raw=d.encode()) for d in ("a", "b")]
+    with beam.Pipeline() as p:
+        planned = (p | beam.Create(events)
+                   | beam.ParDo(PlanDocumentWrites(config, model_path, "m", 16, 4)).with_outputs(
+                       TO_EMBED, DEAD_LETTERS, main="plans"))
+        assert_that(planned[DEAD_LETTERS] | beam.Map(lambda d: (d.doc_id, d.stage, d.error_type, d.payload != "")),
+                    equal_to([("a", "lookup:scripted", "ScriptedError", True),
+                              ("b", "lookup:scripted", "ScriptedError", True)]), label="dead letters")
+        assert_that(planned.plans, equal_to([]), label="no plans")
+        assert_that(planned[TO_EMBED], equal_to([]), label="nothing to embed")
