@@ -49,9 +49,23 @@ def clear_dead_letters(path: str) -> None:
         Path(path).unlink(missing_ok=True)
 
 
+def check_input(config: SyncConfig) -> None:
+    """The input must exist: a folder, or a path or glob that matches at least one file (any Beam filesystem)."""
+    if config.input_is_folder:
+        return
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        matched = FileSystems.match([config.input])[0].metadata_list
+    except Exception as exc:  # noqa: BLE001 - an unreadable location is a start-up error
+        raise StartupError(f"--input {config.input}: {exc}") from exc
+    if not matched:
+        raise StartupError(f"--input {config.input}: no file matches (give a JSONL file, a glob or a folder)")
+
+
 def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
     direct = options.view_as(DirectOptions)
-    if config.qdrant.path and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
+    if config.store is config.qdrant and config.qdrant.path and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
         raise StartupError("the embedded Qdrant store (--qdrant_path) allows one process; use one worker or "
                            "--qdrant_url with --direct_running_mode=multi_processing")
 
@@ -79,6 +93,7 @@ def _run(argv: Optional[Sequence[str]]) -> RunSummary:
         model = resolve(config.model)
         options = PipelineOptions(beam_args)
         options.view_as(SetupOptions).save_main_session = False
+        check_input(config)
         check_runner(config, options)
         prepare_store(config, model)
     except ValidationError as exc:

@@ -134,6 +134,16 @@ def test_missing_collection_with_auto_create_off_fails_at_start(tmp_path: Path):
         sync(tmp_path, SAMPLE, "--no_create_collection")
 
 
+def test_an_input_that_matches_nothing_fails_at_start(tmp_path: Path):
+    with pytest.raises(StartupError, match="no file matches"):
+        sync(tmp_path, tmp_path / "missing-*.jsonl")
+
+
+def test_the_embedded_store_refuses_several_worker_processes(tmp_path: Path):
+    with pytest.raises(StartupError, match="allows one process"):
+        sync(tmp_path, SAMPLE, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+
+
 def test_help_lists_the_options_with_defaults():
     done = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
