@@ -22,6 +22,7 @@ from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 DEFAULT_PATH = "./.vector_store"
 STATE_SUFFIX = "__sync_state"
+_PENDING = {"version": -1, "op": "pending"}  # the state of a document whose first write has not finished
 
 _local_lock = threading.Lock()
 _local_clients: dict[str, list[Any]] = {}  # resolved path -> [client, users]
@@ -179,8 +180,10 @@ class QdrantStore(VectorStore):
         result = {}
         for key, state in ledger.items():
             doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
-            versions = [c.version for c in doc_chunks] + [int(state["version"])]
-            result[key] = StoredDocument(version=max(versions), deleted=state.get("op") == "delete",
+            versions = [c.version for c in doc_chunks]
+            if state.get("op") != _PENDING["op"]:
+                versions.append(int(state["version"]))
+            result[key] = StoredDocument(version=max(versions, default=None), deleted=state.get("op") == "delete",
                                          chunks=doc_chunks)
         return result
 
@@ -194,7 +197,8 @@ class QdrantStore(VectorStore):
         return states
 
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
-        """Crash-safe order: (1) widen each document's chunk-index bound in its sync state (old version kept),
+        """Crash-safe order: (1) widen each document's chunk-index bound in its sync state (its old version,
+        or `pending` for a new document, kept),
         (2) upsert the new chunks, (3) delete the stale ones, (4) record the new version and bound. Whatever
         step a crash interrupts, the next look-up still finds every chunk the document may have."""
         from qdrant_client import models
@@ -205,7 +209,7 @@ class QdrantStore(VectorStore):
             before = current.get(w.key)
             bound = max(len(w.records), int(before["chunk_bound"]) if before else 0)
             if before is None or bound > int(before["chunk_bound"]):
-                widened.append(self._state_point(w, bound, before))
+                widened.append(self._state_point(w, bound, before or _PENDING))
         if widened:
             self._client.upsert(self._state, points=widened, wait=True)
         points = [models.PointStruct(id=r.point_id, vector=r.vector, payload=r.payload())

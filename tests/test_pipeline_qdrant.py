@@ -152,3 +152,20 @@ def test_help_lists_the_options_with_defaults():
                    "--chunk_overlap", "--batch_size", "--dead_letters", "--summary_json"):
         assert option in done.stdout
     assert "default: documents" in done.stdout and "default: 64" in done.stdout
+
+
+def test_a_write_interrupted_after_widening_claims_no_version(tmp_path: Path):
+    """The first step of a Qdrant write records only the chunk-index bound: if the write stops there, the
+    document still counts as never applied, so no event is superseded by a version that never landed."""
+    from connectors.qdrant import _PENDING
+    from transforms.types import ChangeEvent, DocumentWrite
+
+    store = QdrantConfig(path=str(tmp_path / "store")).create_store()
+    try:
+        store.ensure_ready(3)
+        write = DocumentWrite(ChangeEvent(doc_id="d", op="upsert", version=7, text="t"), (), ())
+        store.client.upsert(store._state, points=[store._state_point(write, 4, _PENDING)], wait=True)
+        stored = store.read_documents([("", "d")])[("", "d")]
+        assert stored.version is None and not stored.deleted and stored.chunks == ()
+    finally:
+        store.close()
