@@ -10,6 +10,7 @@ Client objects are made once per DoFn instance in `setup` and closed in `teardow
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from typing import Any, Iterable, Iterator, Optional, Sequence
@@ -35,8 +36,6 @@ class StoreConfigError(RuntimeError):
 
 class VectorStore(ABC):
     """One vector store, as the pipeline sees it. Implementations hold the client."""
-
-    name: str
 
     @abstractmethod
     def ensure_ready(self, dimension: int) -> None:
@@ -83,6 +82,10 @@ class StoreConfig(BaseModel):
         """Settings safe to log (no secrets)."""
         return {"sink": self.sink_name}
 
+    def run_scope(self) -> contextlib.AbstractContextManager[None]:
+        """Held around a whole run by the entry point (for stores that keep something open across steps)."""
+        return contextlib.nullcontext()
+
 
 class _BundleBuffer:
     """Elements with their window and timestamp, so outputs emitted in `finish_bundle` keep them."""
@@ -121,6 +124,9 @@ class _BufferedStoreDoFn(beam.DoFn):
 
     def setup(self) -> None:
         self._store = self._config.create_store()
+
+    def display_data(self) -> dict[str, Any]:
+        return {**self._config.display(), "batch_limit": self._limit()}
 
     def start_bundle(self) -> None:
         self._buffer = _BundleBuffer()

@@ -58,8 +58,6 @@ class PgVectorConfig(StoreConfig):
 
 
 class PgVectorStore(VectorStore):
-    name = "pgvector"
-
     def __init__(self, config: PgVectorConfig) -> None:
         psycopg = _require_psycopg()
         self._config = config
@@ -80,8 +78,6 @@ class PgVectorStore(VectorStore):
             doc_idx=self._sql.Identifier(self._config.table + "_doc_idx"))
 
     def ensure_ready(self, dimension: int) -> None:
-        from pgvector.psycopg import register_vector
-
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
             cur.execute("SELECT to_regclass(%s)", (self._config.table,))
@@ -109,9 +105,10 @@ class PgVectorStore(VectorStore):
             cur.execute(self._q(
                 "CREATE TABLE IF NOT EXISTS {state} (namespace text NOT NULL, doc_id text NOT NULL, "
                 "version bigint NOT NULL, op text NOT NULL, PRIMARY KEY (namespace, doc_id))"))
-        register_vector(self._conn)
+        self._registered()
 
     def _registered(self) -> None:
+        """Register pgvector's types on the connection (once; the extension must exist)."""
         if not getattr(self, "_vector_registered", False):
             from pgvector.psycopg import register_vector
 

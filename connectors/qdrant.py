@@ -98,13 +98,15 @@ class QdrantConfig(StoreConfig):
     def create_store(self) -> "QdrantStore":
         return QdrantStore(self)
 
+    def run_scope(self) -> contextlib.AbstractContextManager[None]:
+        """The embedded store stays open for the whole run (opening one reads every point from disk)."""
+        return local_clients_kept_open() if self.path else contextlib.nullcontext()
+
     def display(self) -> dict[str, Any]:
         return {"sink": "qdrant", "location": self.path or self.url, "collection": self.collection}
 
 
 class QdrantStore(VectorStore):
-    name = "qdrant"
-
     def __init__(self, config: QdrantConfig) -> None:
         self._config = config
         self._collection = config.collection

@@ -14,7 +14,6 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pydantic import ValidationError
 
 from connectors.base import StoreConfigError
-from connectors.qdrant import local_clients_kept_open
 from pipeline.graph import ResolvedModel, build_graph
 from pipeline.options import SyncConfig, parse_args
 from pipeline.summary import RunSummary, summary_from_metrics
@@ -83,21 +82,26 @@ def prepare_store(config: SyncConfig, model: ResolvedModel) -> None:
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
     """Runs one sync; raises `StartupError` for configuration that cannot work."""
-    with local_clients_kept_open():
-        return _run(argv)
-
-
-def _run(argv: Optional[Sequence[str]]) -> RunSummary:
     try:
         config, beam_args = parse_args(argv)
+    except ValidationError as exc:
+        raise StartupError(_messages(exc)) from exc
+    with config.store.run_scope():
+        return _run(config, beam_args)
+
+
+def _messages(error: ValidationError) -> str:
+    return "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+
+
+def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
+    try:
         model = resolve(config.model)
         options = PipelineOptions(beam_args)
         options.view_as(SetupOptions).save_main_session = False
         check_input(config)
         check_runner(config, options)
         prepare_store(config, model)
-    except ValidationError as exc:
-        raise StartupError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from exc
     except (StoreConfigError, ModelNotFoundError) as exc:
         raise StartupError(str(exc)) from exc
     clear_dead_letters(config.dead_letters)
