@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict
 from transforms import counters
 from transforms.chunking import ChunkingError, TokenChunker
 from transforms.reconcile import plan_document
+from transforms.stages import DEAD_LETTERS
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
 from transforms.types import ChangeEvent, DeadLetter, DocKey, DocumentPlan, DocumentWrite, StoredDocument, Superseded
 
-DEAD_LETTERS = "dead_letters"
 TO_EMBED = "to_embed"
 
 

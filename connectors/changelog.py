@@ -10,34 +10,45 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam.io import fileio
 
 from transforms import counters
+from transforms.stages import DEAD_LETTERS
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
 SAMPLE_CHANGELOG = Path(__file__).resolve().parent.parent / "pipeline" / "sample_data" / "changelog.jsonl"
+
+
+def _unreadable(error: OSError, source: SourceRef) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of("read", error, b"", source))
 
 
 class _ReadLines(beam.DoFn):
     def __init__(self) -> None:
         self._read = counters.counter(counters.RECORDS_READ)
 
-    def process(self, readable: fileio.ReadableFile) -> Iterator[RawRecord]:
+    def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
         path = readable.metadata.path
-        with readable.open() as fh:
-            for number, line in enumerate(fh, start=1):
-                payload = line.rstrip(b"\r\n")
-                if not payload.strip():
-                    continue
-                self._read.inc()
-                yield RawRecord(payload, SourceRef(system="changelog", position={"file": path, "line": number}))
+        number = 0
+        try:
+            with readable.open() as fh:
+                for number, line in enumerate(fh, start=1):
+                    payload = line.rstrip(b"\r\n")
+                    if not payload.strip():
+                        continue
+                    self._read.inc()
+                    yield RawRecord(payload, SourceRef(system="changelog", position={"file": path, "line": number}))
+        except OSError as exc:  # the rest of the file cannot be read: one dead letter says from where
+            self._read.inc()
+            yield _unreadable(exc, SourceRef(system="changelog", position={"file": path, "line": number + 1}))
 
 
 class ReadChangeLog(beam.PTransform):
-    """`RawRecord`s from every JSONL file matching `pattern`."""
+    """`RawRecord`s (main output `records`) from every JSONL file matching `pattern`, and `dead_letters`
+    (stage `read`) for a file that cannot be read to its end."""
 
     def __init__(self, pattern: str) -> None:
         super().__init__()
@@ -47,7 +58,7 @@ class ReadChangeLog(beam.PTransform):
         return (pbegin
                 | "Match" >> fileio.MatchFiles(self._pattern)
                 | "Open" >> fileio.ReadMatches()
-                | "Lines" >> beam.ParDo(_ReadLines()))
+                | "Lines" >> beam.ParDo(_ReadLines()).with_outputs(DEAD_LETTERS, main="records"))
 
 
 def document_files(folder: str) -> list[str]:
@@ -67,11 +78,17 @@ class _ReadDocumentFiles(beam.DoFn):
         self._folder = folder
         self._read = counters.counter(counters.RECORDS_READ)
 
-    def process(self, relative: str) -> Iterator[RawRecord]:
+    def process(self, relative: str) -> Iterator[Any]:
         self._read.inc()
         path = Path(self._folder) / relative
-        yield RawRecord(path.read_bytes(), SourceRef(system="folder", position={
-            "file": str(path), "doc_id": relative, "mtime_ns": path.stat().st_mtime_ns}))
+        try:
+            mtime_ns = path.stat().st_mtime_ns
+            payload = path.read_bytes()
+        except OSError as exc:  # removed or unreadable since the listing
+            yield _unreadable(exc, SourceRef(system="folder", position={"file": str(path), "doc_id": relative}))
+            return
+        yield RawRecord(payload, SourceRef(system="folder", position={
+            "file": str(path), "doc_id": relative, "mtime_ns": mtime_ns}))
 
 
 def parse_document_file(payload: bytes, source: SourceRef) -> Iterator[object]:
@@ -86,7 +103,8 @@ def parse_document_file(payload: bytes, source: SourceRef) -> Iterator[object]:
 
 
 class ReadDocumentFolder(beam.PTransform):
-    """`RawRecord`s, one per document file under `folder` (parse them with `parse_document_file`)."""
+    """`RawRecord`s (main output `records`), one per document file under `folder` (parse them with
+    `parse_document_file`), and `dead_letters` (stage `read`) for files that cannot be read."""
 
     def __init__(self, folder: str) -> None:
         super().__init__()
@@ -95,4 +113,5 @@ class ReadDocumentFolder(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (pbegin
                 | "ListFiles" >> beam.Create(document_files(self._folder))
-                | "ReadFiles" >> beam.ParDo(_ReadDocumentFiles(self._folder)))
+                | "ReadFiles" >> beam.ParDo(_ReadDocumentFiles(self._folder)).with_outputs(
+                    DEAD_LETTERS, main="records"))

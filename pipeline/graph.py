@@ -24,11 +24,11 @@ class ResolvedModel:
 def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel, store: StoreConfig) -> beam.PCollection:
     """Adds the sync graph to `p`; returns the applied events (what streaming sources acknowledge)."""
     if config.input_is_folder:
-        records = p | "ReadFolder" >> ReadDocumentFolder(config.input)
-        parsed = records | "Parse" >> ParseChangeEvents(parse_document_file)
+        read = p | "ReadFolder" >> ReadDocumentFolder(config.input)
+        parsed = read.records | "Parse" >> ParseChangeEvents(parse_document_file)
     else:
-        records = p | "ReadChangeLog" >> ReadChangeLog(config.input)
-        parsed = records | "Parse" >> ParseChangeEvents(parse_or_dead_letter)
+        read = p | "ReadChangeLog" >> ReadChangeLog(config.input)
+        parsed = read.records | "Parse" >> ParseChangeEvents(parse_or_dead_letter)
     latest = parsed.events | "LatestPerDocument" >> LatestPerDocument()
     planned = latest | "PlanAgainstStore" >> beam.ParDo(PlanDocumentWrites(
         store, model.path, model.model_id, config.chunk_size, config.chunk_overlap,
@@ -39,7 +39,8 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel, stor
                  | "AssembleWrites" >> AssembleDocumentWrites(model.model_id, model.dimension))
     written = assembled.writes | f"Write:{store.sink_name}" >> beam.ParDo(
         WriteDocuments(store)).with_outputs(DEAD_LETTERS, main="applied")
-    _ = ((parsed[DEAD_LETTERS], planned[DEAD_LETTERS], assembled[DEAD_LETTERS], written[DEAD_LETTERS])
+    _ = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], planned[DEAD_LETTERS], assembled[DEAD_LETTERS],
+          written[DEAD_LETTERS])
          | "AllDeadLetters" >> beam.Flatten()
          | "WriteDeadLetters" >> WriteDeadLetters(config.dead_letters))
     return written.applied

@@ -169,3 +169,12 @@ def test_a_write_interrupted_after_widening_claims_no_version(tmp_path: Path):
         assert stored.version is None and not stored.deleted and stored.chunks == ()
     finally:
         store.close()
+
+
+def test_a_folder_file_that_vanished_after_the_listing_is_dead_lettered_not_a_crash(tmp_path: Path):
+    from connectors.changelog import _ReadDocumentFiles
+
+    (out,) = list(_ReadDocumentFiles(str(tmp_path)).process("gone.md"))
+    letter = out.value
+    assert out.tag == "dead_letters" and letter.stage == "read" and letter.error_type == "FileNotFoundError"
+    assert letter.source.position == {"file": str(tmp_path / "gone.md"), "doc_id": "gone.md"}
