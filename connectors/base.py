@@ -1,8 +1,10 @@
 """What every vector-store sink shares: the store interface, its config, and the two DoFns that use it.
 
-`PlanDocumentWrites` reads what the store holds for a bundle of documents (one batched lookup), then plans
-each winning event: superseded if the store is newer, in sync if nothing changed, else the chunks to embed.
-`WriteDocuments` applies complete document writes in batches: upsert the new chunks, then delete the stale
+`PlanDocumentWrites` reads what every sink holds for a bundle of documents (one batched look-up per sink),
+then plans each winning event once for all sinks: superseded if every sink is newer, in sync if nothing
+changed anywhere, else the chunks to embed (vectors any sink holds for unchanged text are reused) and, per
+sink that needs it, the IDs to delete.
+`WriteDocuments` applies complete document writes to one sink in batches: upsert the new chunks, then delete the stale
 ones and record the document's version. Transient errors are retried with exponential backoff and jitter;
 a permanent error, or a transient one that outlives the retries, dead-letters the affected events with
 stage `sink:<name>` (a failing batch is split so one poison document does not take the others with it).
@@ -18,14 +20,14 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
 from transforms.chunking import ChunkingError, TokenChunker
-from transforms.reconcile import plan_document
+from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
-from transforms.types import ChangeEvent, DeadLetter, DocKey, DocumentPlan, DocumentWrite, StoredDocument, Superseded
+from transforms.types import ChangeEvent, DeadLetter, DocKey, DocumentWrite, SinkOutcome, StoredDocument, Superseded
 
 TO_EMBED = "to_embed"
 
@@ -63,17 +65,25 @@ class VectorStore(ABC):
 
 
 class StoreConfig(BaseModel):
-    """Settings of one sink; validated on construction. Subclasses name the sink and build its store."""
+    """Settings of one sink; validated on construction. Subclasses name the sink type and build its store."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    name: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Label in dead-letter stages (`sink:<name>`) and metrics; default: the sink type. Must be unique."""
     retry: RetryPolicy = RetryPolicy()
-    batch_size: int = 256
-    """Chunk records per write request."""
+    batch_size: int = Field(default=256, ge=1)
+    """Chunk records per write batch."""
+    batch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Approximate bytes (text and vectors) per write batch; a batch is flushed at whichever limit comes first."""
+
+    @property
+    def sink_type(self) -> str:
+        raise NotImplementedError
 
     @property
     def sink_name(self) -> str:
-        raise NotImplementedError
+        return self.name or self.sink_type
 
     def create_store(self) -> VectorStore:
         raise NotImplementedError
@@ -85,6 +95,12 @@ class StoreConfig(BaseModel):
     def run_scope(self) -> contextlib.AbstractContextManager[None]:
         """Held around a whole run by the entry point (for stores that keep something open across steps)."""
         return contextlib.nullcontext()
+
+
+def write_bytes(write: DocumentWrite) -> int:
+    """Rough encoded size of a write (text, vectors as JSON numbers, fixed overhead per record)."""
+    return sum(len(r.text.encode("utf-8")) + 12 * len(r.vector) + 256 for r in write.records) + 64 * (
+        1 + len(write.stale_ids))
 
 
 class _BundleBuffer:
@@ -107,61 +123,82 @@ def _emit(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Opt
 
 
 class _BufferedStoreDoFn(beam.DoFn):
-    """A DoFn that holds one store client (made in `setup`, closed in `teardown`) and handles its input in
-    buffered groups: when `_weight` of the buffer reaches `_limit`, and at the end of every bundle."""
+    """A DoFn that holds one client per store (made in `setup`, closed in `teardown`) and handles its input
+    in buffered groups: when the buffer's `_weight` reaches `_limit` or its `_size` reaches `_byte_limit`,
+    and at the end of every bundle."""
 
-    def __init__(self, store_config: StoreConfig) -> None:
-        self._config = store_config
+    def __init__(self, store_configs: Sequence[StoreConfig]) -> None:
+        names = [c.sink_name for c in store_configs]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"sinks need unique names, got {names}")
+        self._configs = tuple(store_configs)
 
     def _limit(self) -> int:
         raise NotImplementedError
 
+    def _byte_limit(self) -> Optional[int]:
+        return None
+
     def _weight(self, element: Any) -> int:
         return 1
+
+    def _size(self, element: Any) -> int:
+        return 0
 
     def _handle(self, items: list[tuple[Any, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
         raise NotImplementedError
 
     def setup(self) -> None:
-        self._store = self._config.create_store()
+        self._stores: dict[str, VectorStore] = {}
+        for config in self._configs:
+            self._stores[config.sink_name] = config.create_store()
 
     def display_data(self) -> dict[str, Any]:
-        return {**self._config.display(), "batch_limit": self._limit()}
+        shown: dict[str, Any] = {"batch_limit": self._limit()}
+        for config in self._configs:
+            shown.update({f"{config.sink_name}.{k}": v for k, v in config.display().items()})
+        return shown
 
     def start_bundle(self) -> None:
         self._buffer = _BundleBuffer()
         self._buffered = 0
+        self._buffered_bytes = 0
 
     def process(self, element: Any, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
         self._buffer.add(element, timestamp, window)
         self._buffered += self._weight(element)
-        if self._buffered >= self._limit():
+        self._buffered_bytes += self._size(element)
+        byte_limit = self._byte_limit()
+        if self._buffered >= self._limit() or (byte_limit is not None and self._buffered_bytes >= byte_limit):
             yield from self._flush(in_bundle_end=False)
 
     def finish_bundle(self) -> Iterator[Any]:
         yield from self._flush(in_bundle_end=True)
 
     def teardown(self) -> None:
-        store = getattr(self, "_store", None)
-        if store is not None:
+        for store in getattr(self, "_stores", {}).values():
             store.close()
+        self._stores = {}
 
     def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
         items = self._buffer.take()
         self._buffered = 0
+        self._buffered_bytes = 0
         if items:
             yield from self._handle(items, in_bundle_end)
 
 
 class PlanDocumentWrites(_BufferedStoreDoFn):
-    """Winning events → `DocumentPlan`s keyed by document, plus tagged `to_embed` chunk texts and
-    `dead_letters` (stage `chunk` or `lookup:<sink>`). Superseded and already-in-sync events are counted
-    and go no further."""
+    """Winning events → `FanOutPlan`s keyed by document, plus tagged `to_embed` chunk texts and
+    `dead_letters` (stage `chunk`, or `lookup:<sink>` when a store cannot be read: then the event is written
+    nowhere, so the sinks stay alike). Events superseded or already in sync everywhere are counted and go
+    no further."""
 
-    def __init__(self, store_config: StoreConfig, model_path: str, model_id: str, chunk_size: Optional[int],
-                 chunk_overlap: int, lookup_batch_size: int = 256, embed_sort_window: int = 4096) -> None:
-        super().__init__(store_config)
+    def __init__(self, store_configs: Sequence[StoreConfig], model_path: str, model_id: str,
+                 chunk_size: Optional[int], chunk_overlap: int, lookup_batch_size: int = 256,
+                 embed_sort_window: int = 4096) -> None:
+        super().__init__(store_configs)
         self._model_path = model_path
         self._model_id = model_id
         self._chunk_size = chunk_size
@@ -182,17 +219,20 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def _handle(self, items: list[tuple[ChangeEvent, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
         keys = list({event.key for event, _, _ in items})
-        stage = f"lookup:{self._config.sink_name}"
-        try:
-            stored, _ = call_with_retries(lambda: self._store.read_documents(keys), self._store.is_transient,
-                                          self._config.retry)
-        except GaveUp as failure:
-            for event, ts, win in items:
-                yield _emit(DeadLetter.for_event(stage, failure.cause, event, attempts=failure.attempts),
-                            ts, win, in_bundle_end, DEAD_LETTERS)
-            return
+        stored: dict[str, dict[DocKey, StoredDocument]] = {}
+        for name, store in self._stores.items():
+            config = next(c for c in self._configs if c.sink_name == name)
+            try:
+                stored[name], _ = call_with_retries(lambda: store.read_documents(keys), store.is_transient,
+                                                    config.retry)
+            except GaveUp as failure:
+                for event, ts, win in items:
+                    yield _emit(DeadLetter.for_event(f"lookup:{name}", failure.cause, event,
+                                                     attempts=failure.attempts), ts, win, in_bundle_end, DEAD_LETTERS)
+                return
         for event, ts, win in items:
-            yield from self._plan_one(event, stored.get(event.key, StoredDocument()), ts, win, in_bundle_end)
+            by_sink = {name: docs.get(event.key, StoredDocument()) for name, docs in stored.items()}
+            yield from self._plan_one(event, by_sink, ts, win, in_bundle_end)
         if len(self._to_embed) >= self._embed_sort_window:
             yield from self._release_chunks(in_bundle_end)
 
@@ -212,18 +252,18 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
         for _, element, ts, win in pending:
             yield _emit(element, ts, win, in_bundle_end, TO_EMBED)
 
-    def _plan_one(self, event: ChangeEvent, stored: StoredDocument, ts: Any, win: Any,
+    def _plan_one(self, event: ChangeEvent, stored: dict[str, StoredDocument], ts: Any, win: Any,
                   in_bundle_end: bool) -> Iterator[Any]:
         """Yields the plan (or a dead letter); queues the chunks to embed for `_release_chunks`."""
         try:
-            plan = plan_document(event, stored, self._chunker, self._model_id)
+            plan = plan_for_sinks(event, stored, self._chunker, self._model_id)
         except (ChunkingError, ValueError) as exc:
             yield _emit(DeadLetter.for_event("chunk", exc, event), ts, win, in_bundle_end, DEAD_LETTERS)
             return
         if isinstance(plan, Superseded):
             self._superseded.inc()
             return
-        if plan.in_sync:
+        if not plan.stale_ids:  # no sink needs a write
             self._applied.inc()
             self._in_sync.inc()
             self._skipped.inc(len(plan.chunks))
@@ -236,36 +276,43 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
 
 class WriteDocuments(_BufferedStoreDoFn):
-    """Applies `DocumentWrite`s to one store in batches of about `batch_size` records; outputs each applied
-    event (for sources that acknowledge after apply) and tagged `dead_letters` (stage `sink:<name>`)."""
+    """Applies `DocumentWrite`s to one store in batches of about `batch_size` records (or `batch_bytes`);
+    outputs a `SinkOutcome` for every write, and tagged `dead_letters` (stage `sink:<name>`)."""
 
     def __init__(self, store_config: StoreConfig) -> None:
-        super().__init__(store_config)
-        name = store_config.sink_name
-        self._applied = counters.counter(counters.EVENTS_APPLIED)
+        super().__init__([store_config])
+        self._config = store_config
+        self._name = name = store_config.sink_name
         self._upserted = counters.counter(counters.VECTORS_UPSERTED)
         self._deleted = counters.counter(counters.VECTORS_DELETED)
         self._retries = counters.counter(counters.SINK_RETRIES)
-        self._sink_upserted = beam.metrics.Metrics.counter(f"sink:{name}", "vectors_upserted")
-        self._sink_deleted = beam.metrics.Metrics.counter(f"sink:{name}", "vectors_deleted")
-        self._sink_dead = beam.metrics.Metrics.counter(f"sink:{name}", "dead_lettered")
-        self._sink_retried = beam.metrics.Metrics.counter(f"sink:{name}", "retried")
-        self._latency = beam.metrics.Metrics.distribution(f"sink:{name}", "write_latency_ms")
+        self._sink_upserted = counters.sink_counter(name, counters.VECTORS_UPSERTED)
+        self._sink_deleted = counters.sink_counter(name, counters.VECTORS_DELETED)
+        self._sink_dead = counters.sink_counter(name, counters.DEAD_LETTERS)
+        self._sink_retried = counters.sink_counter(name, counters.SINK_RETRIES)
+        self._latency = beam.metrics.Metrics.distribution(counters.sink_namespace(name), "write_latency_ms")
 
     def _limit(self) -> int:
         return self._config.batch_size
 
+    def _byte_limit(self) -> Optional[int]:
+        return self._config.batch_bytes
+
     def _weight(self, write: DocumentWrite) -> int:
         return max(1, len(write.records))
+
+    def _size(self, write: DocumentWrite) -> int:
+        return write_bytes(write)
 
     def _handle(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
         yield from self._write(items, in_bundle_end)
 
     def _write(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+        store = self._stores[self._name]
         writes = [w for w, _, _ in items]
         started = time.monotonic()
         try:
-            _, attempts = call_with_retries(lambda: self._store.write_documents(writes), self._store.is_transient,
+            _, attempts = call_with_retries(lambda: store.write_documents(writes), store.is_transient,
                                             self._config.retry, on_retry=self._count_retry)
         except GaveUp as failure:
             if not failure.transient and len(items) > 1:
@@ -273,21 +320,21 @@ class WriteDocuments(_BufferedStoreDoFn):
                 yield from self._write(items[:middle], in_bundle_end)
                 yield from self._write(items[middle:], in_bundle_end)
                 return
-            stage = f"sink:{self._config.sink_name}"
+            stage = f"sink:{self._name}"
             for write, ts, win in items:
                 self._sink_dead.inc()
                 yield _emit(DeadLetter.for_event(stage, failure.cause, write.event, attempts=failure.attempts),
                             ts, win, in_bundle_end, DEAD_LETTERS)
+                yield _emit(SinkOutcome(self._name, write.event, applied=False), ts, win, in_bundle_end)
             return
         self._latency.update(int((time.monotonic() - started) * 1000))
         for write, ts, win in items:
-            self._applied.inc()
             upserted, deleted = len(write.records), len(write.stale_ids)
             self._upserted.inc(upserted)
             self._deleted.inc(deleted)
             self._sink_upserted.inc(upserted)
             self._sink_deleted.inc(deleted)
-            yield _emit(write.event, ts, win, in_bundle_end)
+            yield _emit(SinkOutcome(self._name, write.event, applied=True), ts, win, in_bundle_end)
 
     def _count_retry(self, error: BaseException, attempt: int) -> None:
         self._retries.inc()

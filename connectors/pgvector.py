@@ -11,7 +11,7 @@ stands for "no namespace" in both tables.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from pydantic import SecretStr
 
@@ -42,19 +42,20 @@ class PgVectorConfig(StoreConfig):
     """`dsn` (libpq URI or key/value string; the password may be in `PGPASSWORD`), `table` created on
     start unless `create_table` is off."""
 
+    type: Literal["pgvector"] = "pgvector"
     dsn: SecretStr
     table: str = "documents"
     create_table: bool = True
 
     @property
-    def sink_name(self) -> str:
+    def sink_type(self) -> str:
         return "pgvector"
 
     def create_store(self) -> "PgVectorStore":
         return PgVectorStore(self)
 
     def display(self) -> dict[str, Any]:
-        return {"sink": "pgvector", "table": self.table}
+        return {"sink": self.sink_name, "table": self.table}
 
 
 class PgVectorStore(VectorStore):

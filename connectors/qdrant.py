@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 from pydantic import SecretStr, model_validator
 
@@ -77,6 +77,7 @@ class QdrantConfig(StoreConfig):
     """`path` (embedded store on disk) or `url` (a Qdrant server); `collection` is created on start with
     the model's dimension and cosine distance unless `create_collection` is off."""
 
+    type: Literal["qdrant"] = "qdrant"
     path: Optional[str] = None
     url: Optional[str] = None
     api_key: Optional[SecretStr] = None
@@ -92,7 +93,7 @@ class QdrantConfig(StoreConfig):
         return self
 
     @property
-    def sink_name(self) -> str:
+    def sink_type(self) -> str:
         return "qdrant"
 
     def create_store(self) -> "QdrantStore":
@@ -103,7 +104,7 @@ class QdrantConfig(StoreConfig):
         return local_clients_kept_open() if self.path else contextlib.nullcontext()
 
     def display(self) -> dict[str, Any]:
-        return {"sink": "qdrant", "location": self.path or self.url, "collection": self.collection}
+        return {"sink": self.sink_name, "location": self.path or self.url, "collection": self.collection}
 
 
 class QdrantStore(VectorStore):

@@ -2,6 +2,7 @@
 graph, then print the summary."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -14,6 +15,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pydantic import ValidationError
 
 from connectors.base import StoreConfigError
+from connectors.qdrant import QdrantConfig
 from pipeline.graph import ResolvedModel, build_graph
 from pipeline.options import SyncConfig, parse_args
 from pipeline.summary import RunSummary, summary_from_metrics
@@ -64,20 +66,37 @@ def check_input(config: SyncConfig) -> None:
 
 def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
     direct = options.view_as(DirectOptions)
-    if config.store is config.qdrant and config.qdrant.path and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
+    embedded = any(isinstance(s, QdrantConfig) and s.path for s in config.stores)
+    if embedded and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
         raise StartupError("the embedded Qdrant store (--qdrant_path) allows one process; use one worker or "
                            "--qdrant_url with --direct_running_mode=multi_processing")
 
 
-def prepare_store(config: SyncConfig, model: ResolvedModel) -> None:
-    try:
-        store = config.store.create_store()
-    except Exception as exc:  # noqa: BLE001 - a client that cannot even connect is a start-up error
-        raise StartupError(f"cannot connect to {config.store.sink_name}: {type(exc).__name__}: {exc}") from exc
-    try:
-        store.ensure_ready(model.dimension)
-    finally:
-        store.close()
+def prepare_stores(config: SyncConfig, model: ResolvedModel) -> None:
+    """Every sink is reachable and ready (collection/table/index present or created, dimension right)."""
+    for store_config in config.stores:
+        try:
+            store = store_config.create_store()
+        except StoreConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a client that cannot even be made is a start-up error
+            raise StartupError(f"cannot connect to {store_config.sink_name}: {type(exc).__name__}: {exc}") from exc
+        try:
+            store.ensure_ready(model.dimension)
+        finally:
+            store.close()
+
+
+def count_vectors(config: SyncConfig) -> dict[str, int]:
+    """Chunk vectors in each store after the run."""
+    counts = {}
+    for store_config in config.stores:
+        store = store_config.create_store()
+        try:
+            counts[store_config.sink_name] = store.count()
+        finally:
+            store.close()
+    return counts
 
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
@@ -86,7 +105,11 @@ def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
         config, beam_args = parse_args(argv)
     except ValidationError as exc:
         raise StartupError(_messages(exc)) from exc
-    with config.store.run_scope():
+    except (ValueError, OSError) as exc:
+        raise StartupError(str(exc)) from exc
+    with contextlib.ExitStack() as scopes:
+        for store_config in config.stores:
+            scopes.enter_context(store_config.run_scope())
         return _run(config, beam_args)
 
 
@@ -101,21 +124,17 @@ def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
         options.view_as(SetupOptions).save_main_session = False
         check_input(config)
         check_runner(config, options)
-        prepare_store(config, model)
+        prepare_stores(config, model)
     except (StoreConfigError, ModelNotFoundError) as exc:
         raise StartupError(str(exc)) from exc
     clear_dead_letters(config.dead_letters)
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    build_graph(pipeline, config, model, config.store)
+    build_graph(pipeline, config, model)
     result = pipeline.run()
     result.wait_until_finish()
-    summary = summary_from_metrics(result, time.monotonic() - started)
-    store = config.store.create_store()
-    try:
-        summary = summary.model_copy(update={"vectors_in_store": store.count()})
-    finally:
-        store.close()
+    summary = summary_from_metrics(result, time.monotonic() - started, [s.sink_name for s in config.stores])
+    summary = summary.with_store_counts(count_vectors(config))
     if config.summary_json:
         with open(config.summary_json, "w", encoding="utf-8") as fh:
             fh.write(summary.to_json())

@@ -1,20 +1,30 @@
-"""Command-line options → a validated `SyncConfig`; every other argument goes to Beam's PipelineOptions."""
+"""Command-line options and an optional `--config FILE` (YAML or JSON) → a validated `SyncConfig`; every
+other argument goes to Beam's PipelineOptions.
+
+Precedence: flags given on the command line override the file, the file overrides the defaults. `--sink`
+on the command line replaces the file's list of sinks (each keeps the file's settings for that sink type);
+sink flags such as `--collection` apply to the sink of their type, wherever it was listed.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Annotated, Any, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.changelog import SAMPLE_CHANGELOG
 from connectors.base import StoreConfig
+from connectors.changelog import SAMPLE_CHANGELOG
+from connectors.mongodb import MongoConfig
 from connectors.pgvector import PgVectorConfig
+from connectors.pinecone import PineconeConfig
 from connectors.qdrant import DEFAULT_PATH, QdrantConfig
 from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 
-SINKS = ("qdrant", "pgvector")
+SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
+SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
 
 
 class SyncConfig(BaseModel):
@@ -23,9 +33,7 @@ class SyncConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     input: str = str(SAMPLE_CHANGELOG)
-    sinks: tuple[str, ...] = ("qdrant",)
-    qdrant: QdrantConfig = QdrantConfig()
-    pgvector: Optional[PgVectorConfig] = None
+    sinks: tuple[SinkConfig, ...] = (QdrantConfig(),)
     model: Optional[str] = None
     device: str = "cpu"
     chunk_size: Optional[int] = Field(default=None, ge=8)
@@ -37,80 +45,153 @@ class SyncConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SyncConfig":
-        unknown = [s for s in self.sinks if s not in SINKS]
-        if unknown:
-            raise ValueError(f"unknown sink(s) {unknown}; available: {', '.join(SINKS)}")
-        if len(self.sinks) != 1:
-            raise ValueError("exactly one --sink for now: fan-out to several stores is not implemented yet")
-        if "pgvector" in self.sinks and self.pgvector is None:
-            raise ValueError("--sink pgvector needs --pg_dsn (or the PG_DSN environment variable)")
+        if not self.sinks:
+            raise ValueError("at least one sink is needed")
+        names = [s.sink_name for s in self.sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique, got {names}: give repeated sink types a 'name'")
         if self.chunk_size is not None and self.chunk_overlap >= self.chunk_size:
             raise ValueError("--chunk_overlap must be smaller than --chunk_size")
         return self
 
     @property
-    def store(self) -> StoreConfig:
-        """The configured sink's settings."""
-        return self.pgvector if self.sinks[0] == "pgvector" and self.pgvector else self.qdrant
+    def stores(self) -> tuple[StoreConfig, ...]:
+        return tuple(self.sinks)
 
     @property
     def input_is_folder(self) -> bool:
         return Path(self.input).is_dir()
 
 
+# Flags that set a sink's field: flag → (sink type, field). Read from the environment where noted.
+_SINK_FLAGS: dict[str, tuple[str, str]] = {
+    "qdrant_path": ("qdrant", "path"), "qdrant_url": ("qdrant", "url"), "collection": ("qdrant", "collection"),
+    "pg_dsn": ("pgvector", "dsn"), "pg_table": ("pgvector", "table"),
+    "pinecone_index_host": ("pinecone", "index_host"), "pinecone_namespace": ("pinecone", "namespace"),
+    "mongo_uri": ("mongodb", "uri"), "mongo_db": ("mongodb", "database"),
+    "mongo_collection": ("mongodb", "collection"), "mongo_client_factory": ("mongodb", "client_factory"),
+}
+_ENV_DEFAULTS = {"pg_dsn": "PG_DSN", "pinecone_index_host": "PINECONE_INDEX_HOST", "mongo_uri": "MONGODB_URI"}
+_CREATE_FIELD = {"qdrant": "create_collection", "pgvector": "create_table", "mongodb": "create_collection"}
+_GENERAL = ("input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size",
+            "dead_letters", "summary_json")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every default is `None` here so that a flag given on the command line can be told from one left out;
+    the effective defaults are `SyncConfig`'s and each sink config's (shown in --help)."""
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
-        description="Keep a vector store exactly in sync with a change-log or folder of documents. "
-                    "Any other argument is a Beam pipeline option (default --runner=DirectRunner).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Keep vector stores exactly in sync with a change-log or folder of documents. "
+                    "Any other argument is a Beam pipeline option (default: --runner=DirectRunner).")
+    parser.add_argument("--config", default=None,
+                        help="YAML or JSON file with any of these settings and a 'sinks' list; flags override it")
     src = parser.add_argument_group("source")
-    src.add_argument("--input", default=str(SAMPLE_CHANGELOG),
-                     help="JSONL change-log, a glob of them, or a folder of documents")
-    sink = parser.add_argument_group("sink")
+    src.add_argument("--input", help=f"JSONL change-log, a glob of them, or a folder of documents "
+                                     f"(default: the shipped sample {SAMPLE_CHANGELOG.name})")
+    sink = parser.add_argument_group("sinks (give --sink several times to write to several stores)")
     sink.add_argument("--sink", action="append", choices=SINKS, help="vector store to keep in sync (default: qdrant)")
-    sink.add_argument("--qdrant_path", default=None, help=f"embedded Qdrant folder (default {DEFAULT_PATH})")
-    sink.add_argument("--qdrant_url", default=None, help="Qdrant server URL instead of the embedded store")
+    sink.add_argument("--qdrant_path", help=f"embedded Qdrant folder (default: {DEFAULT_PATH})")
+    sink.add_argument("--qdrant_url", help="Qdrant server URL instead of the embedded store")
     sink.add_argument("--qdrant_api_key_env", default="QDRANT_API_KEY",
                       help="environment variable holding the Qdrant API key (never logged)")
-    sink.add_argument("--collection", default="documents", help="collection name")
-    sink.add_argument("--no_create_collection", action="store_true",
-                      help="fail at start if the collection does not exist, instead of creating it")
-    sink.add_argument("--pg_dsn", default=None,
-                      help="PostgreSQL connection string for --sink pgvector (default: $PG_DSN; never logged)")
-    sink.add_argument("--pg_table", default="documents", help="pgvector table")
-    sink.add_argument("--write_batch_size", type=int, default=256, help="chunk records per store write")
+    sink.add_argument("--collection", help="Qdrant collection (default: documents)")
+    sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector (default: $PG_DSN; never logged)")
+    sink.add_argument("--pg_table", help="pgvector table (default: documents)")
+    sink.add_argument("--pinecone_index_host", help="Pinecone index host (default: $PINECONE_INDEX_HOST); "
+                                                    "the API key is read from $PINECONE_API_KEY")
+    sink.add_argument("--pinecone_namespace", help="one Pinecone namespace for all events (default: each event's)")
+    sink.add_argument("--mongo_uri", help="MongoDB URI for --sink mongodb (default: $MONGODB_URI; never logged)")
+    sink.add_argument("--mongo_db", help="MongoDB database (default: vector_sync)")
+    sink.add_argument("--mongo_collection", help="MongoDB collection (default: documents)")
+    sink.add_argument("--mongo_client_factory",
+                      help="module:callable that makes the client from the URI (default: pymongo:MongoClient)")
+    sink.add_argument("--no_create_collection", action="store_true", default=None,
+                      help="fail at start if a collection or table does not exist, instead of creating it")
+    sink.add_argument("--write_batch_size", type=int, help="chunk records per store write (default: 256; Pinecone 100)")
+    sink.add_argument("--write_batch_bytes", type=int, help="approximate bytes per store write (default: 8 MiB)")
     emb = parser.add_argument_group("embedding")
-    emb.add_argument("--model", default=None,
-                     help="local model folder or locally cached name (default: bundled all-MiniLM-L6-v2)")
-    emb.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
-    emb.add_argument("--chunk_size", type=int, default=None,
+    emb.add_argument("--model", help="local model folder or locally cached name (default: bundled all-MiniLM-L6-v2)")
+    emb.add_argument("--device", help="torch device for the model (default: cpu; cuda)")
+    emb.add_argument("--chunk_size", type=int,
                      help="tokens per chunk (default: the model's max sequence length less special tokens)")
-    emb.add_argument("--chunk_overlap", type=int, default=DEFAULT_CHUNK_OVERLAP, help="tokens shared by neighbours")
-    emb.add_argument("--batch_size", type=int, default=64, help="chunks per embedding batch")
-    emb.add_argument("--lookup_batch_size", type=int, default=256,
-                     help="documents per store look-up (what the store holds for them)")
+    emb.add_argument("--chunk_overlap", type=int, help=f"tokens shared by neighbours (default: {DEFAULT_CHUNK_OVERLAP})")
+    emb.add_argument("--batch_size", type=int, help="chunks per embedding batch (default: 64)")
+    emb.add_argument("--lookup_batch_size", type=int,
+                     help="documents per store look-up (what the stores hold for them; default: 256)")
     out = parser.add_argument_group("output")
-    out.add_argument("--dead_letters", default="./dead_letters.jsonl", help="dead-letter JSONL file")
-    out.add_argument("--summary_json", default=None, help="also write the run summary as JSON here")
+    out.add_argument("--dead_letters", help="dead-letter JSONL file (default: ./dead_letters.jsonl)")
+    out.add_argument("--summary_json", help="also write the run summary as JSON here")
     return parser
 
 
+def load_config_file(path: str) -> dict[str, Any]:
+    """A YAML (`.yaml`/`.yml`) or JSON file as a dict; raises ValueError with the file name on bad content."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - reported as one line
+        raise ValueError(f"--config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of settings at the top level")
+    return data
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[str]]:
-    """`(config, beam_args)`; raises `pydantic.ValidationError` or `SystemExit` on bad flags."""
+    """`(config, beam_args)`; raises `pydantic.ValidationError`, `ValueError` or `SystemExit` on bad input."""
     args, beam_args = build_parser().parse_known_args(argv)
-    api_key = os.environ.get(args.qdrant_api_key_env)
-    qdrant = QdrantConfig(
-        path=args.qdrant_path, url=args.qdrant_url, api_key=SecretStr(api_key) if api_key else None,
-        collection=args.collection, create_collection=not args.no_create_collection,
-        batch_size=args.write_batch_size)
-    pg_dsn = args.pg_dsn or os.environ.get("PG_DSN")
-    pgvector = PgVectorConfig(dsn=SecretStr(pg_dsn), table=args.pg_table, create_table=not args.no_create_collection,
-                              batch_size=args.write_batch_size) if pg_dsn else None
-    config = SyncConfig(
-        input=args.input, sinks=tuple(args.sink or ("qdrant",)), qdrant=qdrant, pgvector=pgvector, model=args.model,
-        device=args.device, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-        batch_size=args.batch_size, lookup_batch_size=args.lookup_batch_size, dead_letters=args.dead_letters, summary_json=args.summary_json)
+    settings = load_config_file(args.config) if args.config else {}
+    for name in _GENERAL:
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    settings["sinks"] = _sink_settings(args, settings.get("sinks"))
+    config = SyncConfig.model_validate(settings)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=DirectRunner", *beam_args]
     return config, beam_args
+
+
+def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The sinks' settings: the file's list (or `--sink`'s, which replaces it), with sink flags applied."""
+    listed = [dict(s) for s in (from_file or [])]
+    if args.sink:
+        by_type = {s.get("type"): s for s in listed}
+        listed = [dict(by_type.get(t, {"type": t})) for t in dict.fromkeys(args.sink)]
+    if not listed:
+        listed = [{"type": "qdrant"}]
+    for flag, (sink_type, field) in _SINK_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None and flag in _ENV_DEFAULTS:
+            value = os.environ.get(_ENV_DEFAULTS[flag])
+            apply = lambda s, f=field: f not in s  # noqa: E731 - the environment fills gaps only
+        else:
+            apply = lambda s, f=field: True  # noqa: E731
+        if value is not None:
+            for s in listed:
+                if s.get("type") == sink_type and apply(s):
+                    s[field] = value
+    api_key = os.environ.get(args.qdrant_api_key_env)
+    for s in listed:
+        if s.get("type") == "qdrant" and api_key and "api_key" not in s:
+            s["api_key"] = api_key
+        if args.no_create_collection and s.get("type") in _CREATE_FIELD:
+            s[_CREATE_FIELD[s["type"]]] = False
+        if args.write_batch_size is not None:
+            s["batch_size"] = args.write_batch_size
+        if args.write_batch_bytes is not None:
+            s["batch_bytes"] = args.write_batch_bytes
+    _require(listed, "pgvector", "dsn", "--sink pgvector needs --pg_dsn (or the PG_DSN environment variable)")
+    _require(listed, "pinecone", "index_host",
+             "--sink pinecone needs --pinecone_index_host (or the PINECONE_INDEX_HOST environment variable)")
+    _require(listed, "mongodb", "uri", "--sink mongodb needs --mongo_uri (or the MONGODB_URI environment variable)")
+    return listed
+
+
+def _require(sinks: list[dict[str, Any]], sink_type: str, field: str, message: str) -> None:
+    if any(s.get("type") == sink_type and not s.get(field) for s in sinks):
+        raise ValueError(message)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 from apache_beam.metrics.metric import MetricsFilter
 from pydantic import BaseModel
@@ -10,11 +10,23 @@ from pydantic import BaseModel
 from transforms import counters
 
 
+class SinkSummary(BaseModel):
+    """One sink's share of the run."""
+
+    vectors_upserted: int = 0
+    vectors_deleted: int = 0
+    dead_letters: int = 0
+    sink_retries: int = 0
+    text_truncated: int = 0
+    vectors_in_store: int | None = None
+
+
 class RunSummary(BaseModel):
     records_read: int = 0
     events_applied: int = 0
     events_in_sync: int = 0
     events_superseded: int = 0
+    events_dead_lettered: int = 0
     dead_letters: int = 0
     chunks_embedded: int = 0
     chunks_skipped: int = 0
@@ -26,11 +38,16 @@ class RunSummary(BaseModel):
     padded_tokens_in_batches: int = 0
     wall_seconds: float = 0.0
     vectors_in_store: int | None = None
+    sinks: dict[str, SinkSummary] = {}
 
     @property
     def accounted(self) -> bool:
         """Every record read was applied, superseded or dead-lettered."""
-        return self.records_read == self.events_applied + self.events_superseded + self.dead_letters
+        return self.records_read == self.events_applied + self.events_superseded + self.events_dead_lettered
+
+    def with_store_counts(self, counts: dict[str, int]) -> "RunSummary":
+        sinks = {name: s.model_copy(update={"vectors_in_store": counts.get(name)}) for name, s in self.sinks.items()}
+        return self.model_copy(update={"sinks": sinks, "vectors_in_store": sum(counts.values())})
 
     @property
     def padding_fraction(self) -> float:
@@ -47,7 +64,9 @@ class RunSummary(BaseModel):
             f"records read        {self.records_read}",
             f"  applied           {self.events_applied} (already in sync: {self.events_in_sync})",
             f"  superseded        {self.events_superseded}",
-            f"  dead-lettered     {self.dead_letters}",
+            f"  dead-lettered     {self.events_dead_lettered}"
+            + (f" ({self.dead_letters} dead-letter records: one per failing sink)"
+               if self.dead_letters != self.events_dead_lettered else ""),
             f"  accounted for     {'yes' if self.accounted else 'NO: counts do not add up'}",
             f"chunks embedded     {self.chunks_embedded} (skipped, unchanged: {self.chunks_skipped}; "
             f"padding {self.padding_fraction:.1%} of batch tokens)",
@@ -59,6 +78,13 @@ class RunSummary(BaseModel):
         ]
         if self.vectors_in_store is not None:
             lines.append(f"vectors in store    {self.vectors_in_store}")
+        if len(self.sinks) > 1 or any(s.text_truncated for s in self.sinks.values()):
+            for name, sink in self.sinks.items():
+                lines.append(
+                    f"  {name:<17} upserted {sink.vectors_upserted}, deleted {sink.vectors_deleted}, "
+                    f"dead-lettered {sink.dead_letters}, retries {sink.sink_retries}"
+                    + (f", texts truncated {sink.text_truncated}" if sink.text_truncated else "")
+                    + (f", in store {sink.vectors_in_store}" if sink.vectors_in_store is not None else ""))
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -66,9 +92,13 @@ class RunSummary(BaseModel):
                            "padding_fraction": self.padding_fraction}, indent=2)
 
 
-def summary_from_metrics(result: Any, wall_seconds: float) -> RunSummary:
-    values = {}
-    for name in counters.ALL:
-        found = result.metrics().query(MetricsFilter().with_namespace(counters.NAMESPACE).with_name(name))
-        values[name] = sum(c.committed or 0 for c in found["counters"])
-    return RunSummary(**values, wall_seconds=wall_seconds)
+def _counter(result: Any, namespace: str, name: str) -> int:
+    found = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))
+    return sum(c.committed or 0 for c in found["counters"])
+
+
+def summary_from_metrics(result: Any, wall_seconds: float, sinks: Sequence[str] = ()) -> RunSummary:
+    values = {name: _counter(result, counters.NAMESPACE, name) for name in counters.ALL}
+    per_sink = {sink: SinkSummary(**{name: _counter(result, counters.sink_namespace(sink), name)
+                                     for name in counters.SINK_COUNTERS}) for sink in sinks}
+    return RunSummary(**values, wall_seconds=wall_seconds, sinks=per_sink)

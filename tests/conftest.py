@@ -94,3 +94,30 @@ def read_dead_letters(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+MONGOECO_PYTHON = Path(os.environ.get("MONGOECO_PYTHON", REPO / ".venv-mongoeco" / "bin" / "python"))
+
+
+@pytest.fixture(scope="session")
+def mongo_server():
+    """`(uri, client_factory, kind)` of a MongoDB to test against: `$MONGODB_URI` when set (a real server),
+    else mongoeco's wire-protocol server (a Python 3.13 venv made by `make test`), else shared mongomock."""
+    import subprocess
+
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"], "pymongo:MongoClient", "real"
+        return
+    if not MONGOECO_PYTHON.exists():
+        yield "mongodb://mongomock.invalid:27017", "tests.mongo_shared:MongoClient", "mongomock"
+        return
+    proc = subprocess.Popen([str(MONGOECO_PYTHON), str(REPO / "tests" / "mongoeco_server.py")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"mongoeco server did not start: {line!r}")
+        yield f"mongodb://127.0.0.1:{int(line.split()[1])}", "pymongo:MongoClient", "mongoeco"
+    finally:
+        proc.kill()
+        proc.wait()

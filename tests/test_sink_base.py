@@ -58,7 +58,7 @@ class ScriptedConfig(StoreConfig):
     poison: tuple[str, ...] = ()
 
     @property
-    def sink_name(self) -> str:
+    def sink_type(self) -> str:
         return "scripted"
 
     def create_store(self) -> ScriptedStore:
@@ -75,8 +75,8 @@ def run_writes(config: ScriptedConfig, doc_ids: list[str]) -> None:
     with beam.Pipeline() as p:
         written = (p | beam.Create([write_for(d) for d in doc_ids])
                    | beam.ParDo(WriteDocuments(config)).with_outputs(DEAD_LETTERS, main="applied"))
-        assert_that(written.applied | beam.Map(lambda e: e.doc_id), equal_to(
-            [d for d in doc_ids if d not in config.poison]), label="applied")
+        assert_that(written.applied | beam.Map(lambda o: (o.event.doc_id, o.sink, o.applied)), equal_to(
+            [(d, "scripted", d not in config.poison) for d in doc_ids]), label="outcomes")
         assert_that(written[DEAD_LETTERS] | beam.Map(lambda d: (d.doc_id, d.stage, d.error_type, d.attempts)),
                     equal_to([(d, "sink:scripted", "ScriptedError", 1) for d in doc_ids if d in config.poison]),
                     label="dead letters")
@@ -126,7 +126,7 @@ def test_a_failed_store_lookup_dead_letters_every_event_of_the_batch(tmp_path: P
     events = [ChangeEvent(doc_id=d, op="upsert", version=1, text="some text", raw=d.encode()) for d in ("a", "b")]
     with beam.Pipeline() as p:
         planned = (p | beam.Create(events)
-                   | beam.ParDo(PlanDocumentWrites(config, model_path, "m", 16, 4)).with_outputs(
+                   | beam.ParDo(PlanDocumentWrites([config], model_path, "m", 16, 4)).with_outputs(
                        TO_EMBED, DEAD_LETTERS, main="plans"))
         assert_that(planned[DEAD_LETTERS] | beam.Map(lambda d: (d.doc_id, d.stage, d.error_type, d.payload != "")),
                     equal_to([("a", "lookup:scripted", "ScriptedError", True),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.main import run
-from tests.conftest import read_points, read_rows, write_changelog
+from tests.conftest import write_changelog
+from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget, State
 from transforms.chunking import TokenChunker
 
 WORDS = ("pallet forklift invoice customs freight dock aisle shelf barcode scanner driver route depot "
@@ -50,7 +50,7 @@ def histories(draw: Callable) -> tuple[list[dict], list[dict]]:
     return draw(st.permutations(first + duplicates)), draw(st.permutations(second))
 
 
-def expected_store(events: list[dict], chunker: TokenChunker) -> dict[str, tuple]:
+def expected_store(events: list[dict], chunker: TokenChunker) -> State:
     latest: dict[tuple, dict] = {}
     for e in events:
         key = (e.get("namespace"), e["doc_id"])
@@ -60,36 +60,32 @@ def expected_store(events: list[dict], chunker: TokenChunker) -> dict[str, tuple
     for (namespace, doc_id), e in latest.items():
         if e["op"] == "upsert":
             for c in chunker.chunks(doc_id, e["text"], namespace):
-                expected[c.point_id] = (doc_id, namespace, c.chunk_index, e["version"], c.text)
+                expected[(doc_id, namespace, c.chunk_index)] = (e["version"], c.text)
     return expected
 
 
-class QdrantTarget:
-    def __init__(self, work: Path) -> None:
-        self.path = work / "store"
-        self.args = ["--qdrant_path", str(self.path)]
+class FanOutTarget:
+    """Several sinks in one pipeline: each must hold exactly the model's state."""
 
-    def state(self) -> dict[str, tuple]:
-        return {pid: (p["doc_id"], p["namespace"], p["chunk_index"], p["version"], p["text"])
-                for pid, p in read_points(self.path).items()}
+    def __init__(self, targets: list[Any]) -> None:
+        self.targets = targets
+        self.args = [a for t in targets for a in (t.args if t.args[:1] == ["--sink"] else ["--sink", "qdrant", *t.args])]
 
-    def snapshot(self) -> object:
-        return read_points(self.path)
+    def state(self) -> State:
+        states = [t.state() for t in self.targets]
+        for target, state in zip(self.targets[1:], states[1:]):
+            assert state == states[0], f"{target.name} differs from {self.targets[0].name}"
+        return states[0]
 
+    def snapshot(self) -> Any:
+        return [t.snapshot() for t in self.targets]
 
-class PgVectorTarget:
-    def __init__(self, pg_uri: str) -> None:
-        self.uri, self.table = pg_uri, f"prop_{uuid.uuid4().hex[:10]}"
-        self.args = ["--sink", "pgvector", "--pg_dsn", pg_uri, "--pg_table", self.table]
-
-    def state(self) -> dict[str, tuple]:
-        return read_rows(self.uri, self.table)
-
-    def snapshot(self) -> object:
-        return read_rows(self.uri, self.table)
+    def close(self) -> None:
+        for t in self.targets:
+            t.close()
 
 
-def check_sync_contract(target, work: Path, chunker: TokenChunker, first: list, second: list) -> None:
+def check_sync_contract(target: Any, work: Path, chunker: TokenChunker, first: list, second: list) -> None:
     common = [*target.args, "--dead_letters", str(work / "dead.jsonl"), *CHUNKING]
     one = run(["--input", str(write_changelog(work / "one.jsonl", first)), *common])
     assert target.state() == expected_store(first, chunker)
@@ -109,27 +105,65 @@ PROPERTY_SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.funct
                                                                 HealthCheck.too_slow])
 
 
+def examples(default: int) -> int:
+    return int(os.environ.get("SYNC_PROPERTY_EXAMPLES", str(default)))
+
+
+def checked(make_target: Callable[[Path], Any], work: Path, chunker: TokenChunker, logs: tuple[list, list]) -> None:
+    target = make_target(work)
+    try:
+        check_sync_contract(target, work, chunker, *logs)
+    finally:
+        target.close()
+
+
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("SYNC_PROPERTY_EXAMPLES", "15")), **PROPERTY_SETTINGS)
+@settings(max_examples=examples(15), **PROPERTY_SETTINGS)
 @given(logs=histories())
 def test_qdrant_matches_latest_versions_for_any_order_duplicates_and_restarts(
         tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, logs: tuple[list, list]):
-    work = tmp_path_factory.mktemp("sync")
-    check_sync_contract(QdrantTarget(work), work, small_chunker, *logs)
+    checked(QdrantTarget, tmp_path_factory.mktemp("sync"), small_chunker, logs)
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("SYNC_PROPERTY_EXAMPLES", "10")), **PROPERTY_SETTINGS)
+@settings(max_examples=examples(10), **PROPERTY_SETTINGS)
 @given(logs=histories())
 def test_pgvector_matches_latest_versions_for_any_order_duplicates_and_restarts(
         tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, pg_uri: str, logs: tuple[list, list]):
-    work = tmp_path_factory.mktemp("sync")
-    check_sync_contract(PgVectorTarget(pg_uri), work, small_chunker, *logs)
+    checked(lambda _: PgVectorTarget(pg_uri), tmp_path_factory.mktemp("sync"), small_chunker, logs)
+
+
+@pytest.mark.slow
+@settings(max_examples=examples(10), **PROPERTY_SETTINGS)
+@given(logs=histories())
+def test_pinecone_matches_latest_versions_for_any_order_duplicates_and_restarts(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, logs: tuple[list, list]):
+    checked(lambda _: PineconeTarget(), tmp_path_factory.mktemp("sync"), small_chunker, logs)
+
+
+@pytest.mark.slow
+@settings(max_examples=examples(10), **PROPERTY_SETTINGS)
+@given(logs=histories())
+def test_mongodb_matches_latest_versions_for_any_order_duplicates_and_restarts(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, mongo_server: tuple,
+        logs: tuple[list, list]):
+    checked(lambda _: MongoTarget(mongo_server), tmp_path_factory.mktemp("sync"), small_chunker, logs)
+
+
+@pytest.mark.slow
+@settings(max_examples=examples(6), **PROPERTY_SETTINGS)
+@given(logs=histories())
+def test_fan_out_keeps_every_sink_equal_to_the_latest_versions(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, pg_uri: str, mongo_server: tuple,
+        logs: tuple[list, list]):
+    checked(lambda work: FanOutTarget([QdrantTarget(work), PgVectorTarget(pg_uri), PineconeTarget(),
+                                       MongoTarget(mongo_server)]),
+            tmp_path_factory.mktemp("sync"), small_chunker, logs)
 
 
 def test_expected_store_model_keeps_only_the_highest_version(small_chunker: TokenChunker):
     events = [event_for("a", 2, ["pallet"], None), event_for("a", 5, None, None), event_for("a", 3, ["dock"], None),
               event_for("b", 1, ["refund", "policy"], "t")]
     expected = expected_store(events, small_chunker)
-    assert [v[:4] for v in expected.values()] == [("b", "t", 0, 1)]
+    assert list(expected) == [("b", "t", 0)] and expected[("b", "t", 0)][0] == 1
     assert json.dumps(events)  # the generated events are plain JSON

@@ -1,6 +1,6 @@
 """Decide what one document's winning event does to a store, and assemble the final write.
 
-`plan_document` compares the event with what the store already holds: an event older than the stored
+`plan_for_sinks` (and `plan_document`, for one store) compares the event with what the store already holds: an event older than the stored
 version is superseded (no resurrection by late events, even across restarts); chunks whose text and model
 are already stored reuse their vectors (no re-embedding); stored chunks not in the new set are stale and
 get deleted after the upsert. `assemble_write` joins the plan with the freshly computed vectors.
@@ -12,6 +12,8 @@ from typing import Mapping, Optional, Union
 from transforms.chunking import TokenChunker
 from transforms.types import (
     ChangeEvent,
+    Chunk,
+    FanOutPlan,
     ChunkRecord,
     DocumentPlan,
     DocumentWrite,
@@ -28,29 +30,56 @@ class MissingVectorError(RuntimeError):
 def plan_document(event: ChangeEvent, stored: StoredDocument, chunker: TokenChunker,
                   model_id: str) -> Union[DocumentPlan, Superseded]:
     """The plan for `event` against `stored`, or `Superseded` when the store already has a newer version."""
-    if stored.version is not None and event.version < stored.version:
-        return Superseded(event, f"older version {event.version} < stored {stored.version}")
-    stored_ids = {c.point_id for c in stored.chunks}
-    if event.op == "delete":
-        in_sync = stored.deleted and stored.version == event.version and not stored.chunks
-        return DocumentPlan(event, (), {}, tuple(sorted(stored_ids)), in_sync=in_sync)
+    return _plan_against(event, _chunks_of(event, chunker), stored, model_id)
 
+
+def plan_for_sinks(event: ChangeEvent, stored_by_sink: Mapping[str, StoredDocument], chunker: TokenChunker,
+                   model_id: str) -> Union[FanOutPlan, Superseded]:
+    """One plan for every sink: `Superseded` when every sink holds a newer version; otherwise the sinks
+    that need a write (none when all are in sync or newer), with vectors pooled from all of them."""
+    chunks = _chunks_of(event, chunker)
+    plans = {sink: _plan_against(event, chunks, stored, model_id) for sink, stored in stored_by_sink.items()}
+    current = {sink: plan for sink, plan in plans.items() if isinstance(plan, DocumentPlan)}
+    if not current:
+        return next(iter(plans.values()))  # type: ignore[return-value]  # every plan is Superseded
+    reused: dict[int, Vector] = {}
+    for plan in current.values():
+        reused.update(plan.reused_vectors)
+    stale = {sink: plan.stale_ids for sink, plan in current.items() if not plan.in_sync}
+    return FanOutPlan(event, chunks, reused, stale)
+
+
+def _chunks_of(event: ChangeEvent, chunker: TokenChunker) -> tuple[Chunk, ...]:
+    if event.op == "delete":
+        return ()
     if event.text is None:
         raise ValueError(f"document {event.doc_id!r} has no text (fetch its uri first)")
-    chunks = chunker.chunks(event.doc_id, event.text, event.namespace)
+    return tuple(chunker.chunks(event.doc_id, event.text, event.namespace))
+
+
+def _plan_against(event: ChangeEvent, chunks: tuple[Chunk, ...], stored: StoredDocument,
+                  model_id: str) -> Union[DocumentPlan, Superseded]:
+    """Chunks are matched to stored ones by chunk index, so a store may use its own ID scheme: the stale
+    IDs returned are the store's own."""
+    if stored.version is not None and event.version < stored.version:
+        return Superseded(event, f"older version {event.version} < stored {stored.version}")
+    new_indexes = {c.chunk_index for c in chunks}
+    stale = tuple(sorted(c.point_id for c in stored.chunks if c.chunk_index not in new_indexes))
+    if event.op == "delete":
+        in_sync = stored.deleted and stored.version == event.version and not stored.chunks
+        return DocumentPlan(event, (), {}, stale, in_sync=in_sync)
+
     vectors_by_hash = {c.content_hash: c.vector for c in stored.chunks
                        if c.model == model_id and c.vector is not None}
     reused = {c.chunk_index: vectors_by_hash[c.content_hash] for c in chunks if c.content_hash in vectors_by_hash}
-    new_ids = {c.point_id for c in chunks}
-    stale = tuple(sorted(stored_ids - new_ids))
-    by_id = {c.point_id: c for c in stored.chunks}
+    by_index = {c.chunk_index: c for c in stored.chunks}
     in_sync = (
         not stale
         and stored.version == event.version
         and not stored.deleted
         and len(stored.chunks) == len(chunks)
         and all(
-            (s := by_id.get(c.point_id)) is not None
+            (s := by_index.get(c.chunk_index)) is not None
             and s.content_hash == c.content_hash
             and s.model == model_id
             and s.version == event.version
@@ -62,7 +91,15 @@ def plan_document(event: ChangeEvent, stored: StoredDocument, chunker: TokenChun
     return DocumentPlan(event, chunks, reused, stale, in_sync=in_sync)
 
 
-def assemble_write(plan: DocumentPlan, new_vectors: Mapping[int, Vector], model_id: str,
+def assemble_writes(plan: FanOutPlan, new_vectors: Mapping[int, Vector], model_id: str,
+                    dimension: Optional[int] = None) -> dict[str, DocumentWrite]:
+    """One `DocumentWrite` per sink that needs it (same records, that sink's stale IDs)."""
+    shared = assemble_write(plan, new_vectors, model_id, dimension)
+    return {sink: DocumentWrite(shared.event, shared.records, stale, reused_chunks=shared.reused_chunks)
+            for sink, stale in plan.stale_ids.items()}
+
+
+def assemble_write(plan: Union[DocumentPlan, FanOutPlan], new_vectors: Mapping[int, Vector], model_id: str,
                    dimension: Optional[int] = None) -> DocumentWrite:
     """The document's records with every vector filled in; raises `MissingVectorError` if any is missing."""
     event = plan.event
@@ -89,4 +126,5 @@ def assemble_write(plan: DocumentPlan, new_vectors: Mapping[int, Vector], model_
             metadata=dict(event.metadata),
             vector=list(vector),
         ))
-    return DocumentWrite(event, tuple(records), plan.stale_ids, reused_chunks=len(plan.reused_vectors))
+    stale = plan.stale_ids if isinstance(plan, DocumentPlan) else ()
+    return DocumentWrite(event, tuple(records), stale, reused_chunks=len(plan.reused_vectors))

@@ -3,15 +3,15 @@ and the dead-letter file. None of them talks to a store."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 
 from transforms import counters
 from transforms.latest import select_latest
 from transforms.parse import parse_or_dead_letter
-from transforms.reconcile import MissingVectorError, assemble_write
-from transforms.types import ChangeEvent, DeadLetter, DocKey, DocumentPlan, RawRecord, SourceRef
+from transforms.reconcile import MissingVectorError, assemble_writes
+from transforms.types import ChangeEvent, DeadLetter, DocKey, FanOutPlan, RawRecord, SinkOutcome, SourceRef
 
 DEAD_LETTERS = "dead_letters"
 Parser = Callable[[bytes, SourceRef], Iterable[Any]]
@@ -70,7 +70,7 @@ class _Assemble(beam.DoFn):
         for plan in groups["plans"]:
             yield from self._assemble(plan, groups["vectors"], groups["failures"])
 
-    def _assemble(self, plan: DocumentPlan, vectors: list[tuple[int, list[float]]],
+    def _assemble(self, plan: FanOutPlan, vectors: list[tuple[int, list[float]]],
                   failures: list[str]) -> Iterator[Any]:
         if failures:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
@@ -83,7 +83,7 @@ class _Assemble(beam.DoFn):
                 "embed", f"non-finite vector for chunk(s) {bad}", plan.event, error_type="NonFiniteVector"))
             return
         try:
-            write = assemble_write(plan, new_vectors, self._model_id, self._dimension)
+            writes = assemble_writes(plan, new_vectors, self._model_id, self._dimension)
         except MissingVectorError as exc:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event("embed", exc, plan.event))
             return
@@ -91,27 +91,62 @@ class _Assemble(beam.DoFn):
         self._embedded.inc(len(new_vectors))
         self._skipped.inc(len(plan.reused_vectors))
         self._tokens.inc(sum(tokens.get(i, 0) for i in new_vectors))
-        yield write
+        for sink, write in writes.items():
+            yield beam.pvalue.TaggedOutput(sink_tag(sink), write)
+
+
+def sink_tag(sink: str) -> str:
+    """The output tag of `AssembleDocumentWrites` that carries one sink's writes."""
+    return f"writes:{sink}"
 
 
 class AssembleDocumentWrites(beam.PTransform):
-    """Joins each document's plan with its new vectors (or embedding failures) into one `DocumentWrite`;
-    a document with any failed or non-finite vector is dead-lettered (stage `embed`), never half-written."""
+    """Joins each document's plan with its new vectors (or embedding failures) into one `DocumentWrite` per
+    sink that needs it (tag `sink_tag(sink)`); a document with any failed or non-finite vector is
+    dead-lettered (stage `embed`) and written nowhere, never half-written."""
 
-    def __init__(self, model_id: str, dimension: int) -> None:
+    def __init__(self, model_id: str, dimension: int, sinks: Sequence[str]) -> None:
         super().__init__()
         self._model_id = model_id
         self._dimension = dimension
+        self._sinks = tuple(sinks)
 
     def expand(self, inputs: dict[str, beam.PCollection]) -> beam.pvalue.DoOutputsTuple:
         return (inputs
                 | "JoinByDocument" >> beam.CoGroupByKey()
                 | "Assemble" >> beam.ParDo(_Assemble(self._model_id, self._dimension)).with_outputs(
-                    DEAD_LETTERS, main="writes"))
+                    DEAD_LETTERS, *(sink_tag(s) for s in self._sinks), main="unused"))
+
+
+class _Settle(beam.DoFn):
+    def __init__(self) -> None:
+        self._applied = counters.counter(counters.EVENTS_APPLIED)
+        self._dead = counters.counter(counters.EVENTS_DEAD_LETTERED)
+
+    def process(self, keyed: tuple[DocKey, Iterable[SinkOutcome]]) -> Iterator[SinkOutcome]:
+        outcomes = list(keyed[1])
+        applied = all(o.applied for o in outcomes)
+        (self._applied if applied else self._dead).inc()
+        yield SinkOutcome("all", outcomes[0].event, applied)
+
+
+class SettleEvents(beam.PTransform):
+    """Every sink's outcomes for a document → one outcome per event (sink `"all"`): applied when every sink
+    that needed the write applied it, else dead-lettered. Counted once; this is what a source acknowledges."""
+
+    def expand(self, outcomes: beam.PCollection) -> beam.PCollection:
+        return (outcomes
+                | "KeyByDocument" >> beam.Map(lambda o: (o.event.key, o))
+                | "GroupByDocument" >> beam.GroupByKey()
+                | "Settle" >> beam.ParDo(_Settle()))
 
 
 def _dead_letter_line(letter: DeadLetter) -> str:
+    """Counts the record, and its event as dead-lettered unless a sink failed it (`SettleEvents` counts
+    those once per event, however many sinks failed)."""
     counters.counter(counters.DEAD_LETTERS).inc()
+    if not letter.stage.startswith("sink:"):
+        counters.counter(counters.EVENTS_DEAD_LETTERED).inc()
     return letter.model_dump_json()
 
 

@@ -194,6 +194,35 @@ class DocumentPlan:
 
 
 @dataclass(frozen=True)
+class FanOutPlan:
+    """One document's change for every sink at once: its chunks, the vectors any sink already holds for
+    unchanged chunks (pooled, so a chunk is embedded at most once), and, for each sink that needs a write,
+    the IDs that sink must delete. Sinks that are newer (superseded) or already in sync are absent."""
+
+    event: ChangeEvent
+    chunks: tuple[Chunk, ...]
+    reused_vectors: dict[int, Vector]
+    stale_ids: dict[str, tuple[str, ...]]
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        return tuple(sorted(self.stale_ids))
+
+    @property
+    def indexes_to_embed(self) -> list[int]:
+        return [c.chunk_index for c in self.chunks if c.chunk_index not in self.reused_vectors]
+
+
+@dataclass(frozen=True)
+class SinkOutcome:
+    """What one sink did with one document's write: applied, or dead-lettered (`applied` false)."""
+
+    sink: str
+    event: ChangeEvent
+    applied: bool
+
+
+@dataclass(frozen=True)
 class DocumentWrite:
     """A complete, ordered change for one document: upsert `records`, then delete `stale_ids`."""
 

@@ -1,0 +1,212 @@
+"""MongoDB sink in the Atlas Vector Search layout: one document per chunk `{_id, doc_id, namespace,
+chunk_index, chunk_count, version, text, content_hash, model, metadata, embedding}` (`_id` is the chunk's
+UUIDv5) in `<collection>`, and one per document in `<collection>__sync_state` (`{_id, doc_id, namespace,
+version, op}`; a delete leaves a tombstone).
+
+Writes per batch: `bulk_write` of `ReplaceOne({_id, version <= v}, ..., upsert=True)` (unordered), so a
+write never replaces a newer version (the server refuses the upsert with a duplicate-key error, which is
+taken as "newer version stored"); then `delete_many` removes every chunk of the document older than `v`
+(stale and deleted chunks) and the stale IDs of a same-version replay; then the sync state, under the same
+rule. On start the collection and a `(namespace, doc_id)` index are created (unless `create_collection` is
+off), and the `vectorSearch` index definition (`embedding`, numDimensions, cosine, filter fields `doc_id`
+and `namespace`) is created where the server supports search indexes (Atlas, or a local Atlas deployment);
+elsewhere a warning says it was not.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Callable, Literal, Optional, Sequence
+
+from pydantic import Field, SecretStr
+
+from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from transforms.ids import document_point_id
+from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
+
+log = logging.getLogger(__name__)
+
+STATE_SUFFIX = "__sync_state"
+DUPLICATE_KEY = 11000
+# Server error codes worth retrying: network, elections, shutdowns, write conflicts, time limits, throttling.
+TRANSIENT_CODES = frozenset({6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500})
+
+
+def load_client_factory(dotted: str) -> Callable[..., Any]:
+    """`"module:attribute"` → the callable that makes a client from a URI (`pymongo:MongoClient` by default;
+    `mongomock:MongoClient` runs without a server)."""
+    module, _, attribute = dotted.partition(":")
+    return getattr(importlib.import_module(module), attribute or "MongoClient")
+
+
+class MongoConfig(StoreConfig):
+    """`uri` (a `mongodb://` or `mongodb+srv://` URI; never logged), `database`, `collection`."""
+
+    type: Literal["mongodb"] = "mongodb"
+    uri: SecretStr
+    database: str = "vector_sync"
+    collection: str = "documents"
+    create_collection: bool = True
+    search_index: str = "vector_index"
+    client_factory: str = "pymongo:MongoClient"
+    timeout_ms: int = Field(default=10_000, ge=100)
+
+    @property
+    def sink_type(self) -> str:
+        return "mongodb"
+
+    def create_store(self) -> "MongoStore":
+        return MongoStore(self)
+
+    def display(self) -> dict[str, Any]:
+        return {"sink": self.sink_name, "database": self.database, "collection": self.collection}
+
+
+class MongoStore(VectorStore):
+    def __init__(self, config: MongoConfig) -> None:
+        self._config = config
+        factory = load_client_factory(config.client_factory)
+        self._client = factory(config.uri.get_secret_value(), serverSelectionTimeoutMS=config.timeout_ms,
+                               uuidRepresentation="standard")
+        database = self._client[config.database]
+        self._chunks = database[config.collection]
+        self._states = database[config.collection + STATE_SUFFIX]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def ensure_ready(self, dimension: int) -> None:
+        database = self._client[self._config.database]
+        exists = self._config.collection in database.list_collection_names()
+        if not exists and not self._config.create_collection:
+            raise StoreConfigError(f"MongoDB collection {self._config.database}.{self._config.collection} does not "
+                                   "exist and auto-create is off")
+        if not exists:
+            database.create_collection(self._config.collection)
+        sample = self._chunks.find_one({}, {"embedding": 1})
+        if sample is not None and len(sample.get("embedding") or []) != dimension:
+            raise StoreConfigError(
+                f"dimension mismatch: MongoDB collection {self._config.collection!r} holds "
+                f"{len(sample.get('embedding') or [])}-d vectors but the model produces {dimension}-d vectors")
+        self._chunks.create_index([("namespace", 1), ("doc_id", 1)], name="namespace_doc_id")
+        self._states.create_index([("namespace", 1), ("doc_id", 1)], name="namespace_doc_id")
+        self._ensure_search_index(dimension)
+
+    def search_index_definition(self, dimension: int) -> dict[str, Any]:
+        return {"name": self._config.search_index, "type": "vectorSearch", "definition": {"fields": [
+            {"type": "vector", "path": "embedding", "numDimensions": dimension, "similarity": "cosine"},
+            {"type": "filter", "path": "doc_id"},
+            {"type": "filter", "path": "namespace"}]}}
+
+    def _ensure_search_index(self, dimension: int) -> None:
+        from pymongo.errors import OperationFailure
+
+        try:
+            existing = {ix.get("name"): ix for ix in self._chunks.list_search_indexes()}
+            found = existing.get(self._config.search_index)
+            if found is None:
+                self._chunks.create_search_index(self.search_index_definition(dimension))
+                return
+            fields = (found.get("latestDefinition") or found.get("definition") or {}).get("fields", [])
+            dims = [f.get("numDimensions") for f in fields if f.get("type") == "vector"]
+            if dims and dims[0] != dimension:
+                raise StoreConfigError(f"dimension mismatch: search index {self._config.search_index!r} is "
+                                       f"defined for {dims[0]}-d vectors, the model produces {dimension}-d")
+        except (OperationFailure, NotImplementedError, AttributeError) as exc:
+            log.warning("MongoDB server does not support search indexes (%s); vectors are written, but create "
+                        "the vectorSearch index %r yourself on Atlas to query them", _short(exc),
+                        self._config.search_index)
+
+    def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
+        if not keys:
+            return {}
+        wanted = set(keys)
+        doc_ids = sorted({doc_id for _, doc_id in keys})
+        states = {}
+        for s in self._states.find({"_id": {"$in": [document_point_id(d, ns or None) for ns, d in keys]}}):
+            states[(s.get("namespace") or "", s["doc_id"])] = s
+        chunks: dict[DocKey, list[StoredChunk]] = {}
+        for c in self._chunks.find({"doc_id": {"$in": doc_ids}}):
+            key = (c.get("namespace") or "", c["doc_id"])
+            if key in wanted:
+                chunks.setdefault(key, []).append(StoredChunk(
+                    point_id=str(c["_id"]), chunk_index=int(c["chunk_index"]), version=int(c["version"]),
+                    content_hash=c.get("content_hash", ""), model=c.get("model", ""),
+                    vector=[float(x) for x in c.get("embedding") or []] or None,
+                    chunk_count=int(c.get("chunk_count", 0)), metadata=c.get("metadata") or {}))
+        result = {}
+        for key in set(states) | set(chunks):
+            doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
+            state = states.get(key)
+            versions = [c.version for c in doc_chunks] + ([int(state["version"])] if state else [])
+            result[key] = StoredDocument(version=max(versions), deleted=bool(state and state.get("op") == "delete"),
+                                         chunks=doc_chunks)
+        return result
+
+    def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        from pymongo import ReplaceOne
+
+        chunk_ops = [ReplaceOne({"_id": r.point_id, "version": {"$lte": r.version}},
+                                {"_id": r.point_id, **r.payload(), "embedding": [float(x) for x in r.vector]},
+                                upsert=True)
+                     for w in writes for r in w.records]
+        self._bulk_write(self._chunks, chunk_ops)
+        older = [{"doc_id": w.event.doc_id, "namespace": w.event.namespace, "version": {"$lt": w.event.version}}
+                 for w in writes]
+        older += [{"_id": pid, "version": {"$lte": w.event.version}} for w in writes for pid in w.stale_ids]
+        self._chunks.delete_many({"$or": older})
+        state_ops = []
+        for w in writes:
+            event = w.event
+            state_id = document_point_id(event.doc_id, event.namespace)
+            state_ops.append(ReplaceOne({"_id": state_id, "version": {"$lte": event.version}},
+                                        {"_id": state_id, "doc_id": event.doc_id, "namespace": event.namespace,
+                                         "version": event.version, "op": event.op}, upsert=True))
+        self._bulk_write(self._states, state_ops)
+
+    @staticmethod
+    def _bulk_write(collection: Any, operations: list[Any]) -> None:
+        """Unordered bulk write; a duplicate `_id` on a conditional upsert means a newer version is stored
+        (any other error, a duplicate on another unique index included, is raised)."""
+        from pymongo.errors import BulkWriteError
+
+        if not operations:
+            return
+        try:
+            collection.bulk_write(operations, ordered=False)
+        except BulkWriteError as exc:
+            errors = [e for e in exc.details.get("writeErrors", []) if not _newer_version_stored(e)]
+            if errors or exc.details.get("writeConcernErrors"):
+                raise
+
+    def is_transient(self, error: BaseException) -> bool:
+        from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, PyMongoError
+
+        if isinstance(error, ConnectionFailure):  # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
+            return True
+        if isinstance(error, PyMongoError) and error.has_error_label("RetryableWriteError"):
+            return True
+        if isinstance(error, BulkWriteError):
+            codes = {e.get("code") for e in error.details.get("writeErrors", [])}
+            codes |= {e.get("code") for e in error.details.get("writeConcernErrors", [])}
+            return bool(codes) and codes <= TRANSIENT_CODES
+        if isinstance(error, OperationFailure):
+            return error.code in TRANSIENT_CODES
+        return isinstance(error, (TimeoutError, ConnectionError))
+
+    def count(self) -> int:
+        return int(self._chunks.count_documents({}))
+
+
+def _newer_version_stored(write_error: dict[str, Any]) -> bool:
+    """The upsert's filter (`_id` and `version <= v`) matched nothing because a newer version holds the `_id`."""
+    if write_error.get("code") != DUPLICATE_KEY:
+        return False
+    pattern = write_error.get("keyPattern")
+    return pattern == {"_id": 1} if pattern is not None else " index: _id_ " in write_error.get("errmsg", "")
+
+
+def _short(error: BaseException) -> str:
+    return str(error).split(", full error")[0][:200]

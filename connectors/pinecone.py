@@ -1,0 +1,286 @@
+"""Pinecone sink (serverless or pod index, data plane only): one vector per chunk with the ID
+`"{doc_id}#{chunk_index}"`, so a document's vectors can be listed by prefix (serverless indexes cannot
+delete by metadata filter); one vector per document in the namespace `<namespace>__sync_state` holding its
+last applied version and op (a delete leaves a tombstone there).
+
+doc_ids are made safe for Pinecone IDs (printable ASCII): `%`, `#` and any other character are
+percent-encoded, so `#` only ever separates the chunk index; an encoded doc_id over 400 characters is
+replaced by `sha256-<hex>`. Metadata holds the shared record fields, with the event's metadata as a JSON
+string in `metadata_json` (Pinecone metadata cannot nest); a chunk text that would push a record past
+Pinecone's 40 KB metadata limit is cut to fit, flagged `text_truncated`, and counted.
+
+Writes per batch: upsert the chunk vectors (requests of at most `vectors_per_request` vectors and
+`request_bytes` bytes), delete stale IDs (up to 1,000 per request), then record each document's version.
+A crash between steps leaves extra chunks that the next look-up lists by prefix and removes. Pinecone has no
+conditional writes: the plan step never sends an older version, but two pipelines writing the same index at
+once are not guarded against each other.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Literal, Optional, Sequence
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr
+
+from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from transforms import counters
+from transforms.types import ChunkRecord, DocKey, DocumentWrite, StoredChunk, StoredDocument
+
+STATE_SUFFIX = "__sync_state"
+METADATA_LIMIT_BYTES = 40 * 1024
+IDS_PER_REQUEST = 1000
+FETCH_IDS_PER_REQUEST = 100  # ids travel in the query string
+LIST_PAGE = 100
+_MAX_ENCODED_DOC_ID = 400
+_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in "%#")
+
+
+class RecordTooLargeError(ValueError):
+    """A record cannot fit Pinecone's limits even with its text cut (its other metadata is too large)."""
+
+
+def encode_doc_id(doc_id: str) -> str:
+    """The doc_id as the ID prefix: printable ASCII without `#` (percent-encoded), hashed when very long."""
+    encoded = quote(doc_id, safe=_SAFE)
+    if len(encoded) > _MAX_ENCODED_DOC_ID:
+        return "sha256-" + hashlib.sha256(doc_id.encode("utf-8")).hexdigest()
+    return encoded
+
+
+class PineconeConfig(StoreConfig):
+    """`index_host` (from the console, or `http://127.0.0.1:PORT` for Pinecone Local); the API key comes from
+    the environment variable `api_key_env` (default `PINECONE_API_KEY`) and is never logged. `namespace`:
+    one Pinecone namespace for everything; default: each event's own namespace (none → the default one)."""
+
+    type: Literal["pinecone"] = "pinecone"
+    index_host: str
+    api_key_env: str = "PINECONE_API_KEY"
+    api_key: Optional[SecretStr] = None
+    namespace: Optional[str] = None
+    batch_size: int = Field(default=100, ge=1)
+    vectors_per_request: int = Field(default=100, ge=1, le=1000)
+    request_bytes: int = Field(default=2_000_000, ge=10_000, le=2 * 1024 * 1024)
+    lookup_threads: int = Field(default=8, ge=1, le=64)
+    timeout_s: float = 30.0
+
+    @property
+    def sink_type(self) -> str:
+        return "pinecone"
+
+    def resolved_api_key(self) -> str:
+        key = self.api_key.get_secret_value() if self.api_key else os.environ.get(self.api_key_env, "")
+        if not key:
+            raise StoreConfigError(f"the Pinecone sink needs an API key in ${self.api_key_env}")
+        return key
+
+    def create_store(self) -> "PineconeStore":
+        return PineconeStore(self)
+
+    def display(self) -> dict[str, Any]:
+        return {"sink": self.sink_name, "index_host": self.index_host, "namespace": self.namespace or "(per event)"}
+
+
+class PineconeStore(VectorStore):
+    def __init__(self, config: PineconeConfig) -> None:
+        from pinecone import Index
+
+        self._config = config
+        self._index = Index(host=config.index_host, api_key=config.resolved_api_key(), timeout=config.timeout_s)
+        self._dimension: Optional[int] = None
+        self._truncated = counters.sink_counter(config.sink_name, counters.TEXT_TRUNCATED)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    # --- naming -------------------------------------------------------------------------------------------
+
+    def _namespace(self, event_namespace: Optional[str]) -> str:
+        return self._config.namespace if self._config.namespace is not None else (event_namespace or "")
+
+    def _prefix(self, namespace: Optional[str], doc_id: str) -> str:
+        """The document's ID prefix; carries the event namespace when one Pinecone namespace holds them all."""
+        if self._config.namespace is not None and namespace:
+            return encode_doc_id(f"{namespace}::{doc_id}")
+        return encode_doc_id(doc_id)
+
+    def vector_id(self, namespace: Optional[str], doc_id: str, chunk_index: int) -> str:
+        return f"{self._prefix(namespace, doc_id)}#{chunk_index}"
+
+    # --- start-up -----------------------------------------------------------------------------------------
+
+    def ensure_ready(self, dimension: int) -> None:
+        """The index must exist (Pinecone indexes are created in the control plane, not here) and hold
+        `dimension`-d vectors."""
+        try:
+            stats = self._index.describe_index_stats()
+        except Exception as exc:  # noqa: BLE001 - any failure here means the index cannot be used
+            raise StoreConfigError(f"Pinecone index at {self._config.index_host} cannot be used: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+        if stats.dimension is not None and stats.dimension != dimension:
+            raise StoreConfigError(
+                f"dimension mismatch: Pinecone index at {self._config.index_host} holds {stats.dimension}-d "
+                f"vectors but the model produces {dimension}-d vectors")
+        if stats.metric not in (None, "cosine"):
+            raise StoreConfigError(f"Pinecone index at {self._config.index_host} uses {stats.metric}; "
+                                   "expected cosine")
+        self._dimension = dimension
+
+    def _state_vector(self) -> list[float]:
+        if self._dimension is None:
+            self._dimension = int(self._index.describe_index_stats().dimension or 0)
+        return [1.0] + [0.0] * (self._dimension - 1)  # Pinecone rejects all-zero dense vectors
+
+    # --- reads --------------------------------------------------------------------------------------------
+
+    def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
+        """Lists each document's chunk IDs by prefix (in parallel), fetches them, and fetches the documents'
+        sync-state vectors."""
+        if not keys:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(self._config.lookup_threads, len(keys))) as pool:
+            chunk_lists = list(pool.map(self._read_chunks, keys))
+        states = self._read_states(keys)
+        result = {}
+        for key, chunks in zip(keys, chunk_lists):
+            state = states.get(key)
+            if not chunks and state is None:
+                continue
+            versions = [c.version for c in chunks] + ([int(state["version"])] if state else [])
+            result[key] = StoredDocument(version=max(versions), deleted=bool(state and state.get("op") == "delete"),
+                                         chunks=tuple(sorted(chunks, key=lambda c: c.chunk_index)))
+        return result
+
+    def _read_chunks(self, key: DocKey) -> list[StoredChunk]:
+        namespace, doc_id = key
+        pinecone_ns = self._namespace(namespace or None)
+        prefix = self._prefix(namespace or None, doc_id) + "#"
+        ids: list[str] = []
+        token = None
+        while True:
+            page = self._index.list_paginated(prefix=prefix, limit=LIST_PAGE, pagination_token=token,
+                                              namespace=pinecone_ns)
+            ids.extend(item.id for item in page.vectors if item.id)
+            token = page.pagination.next if page.pagination else None
+            if not token:
+                break
+        chunks = []
+        for group in _groups(ids, FETCH_IDS_PER_REQUEST):
+            for vector_id, vector in self._index.fetch(ids=group, namespace=pinecone_ns).vectors.items():
+                m = vector.metadata or {}
+                chunks.append(StoredChunk(
+                    point_id=vector_id, chunk_index=int(m.get("chunk_index", -1)), version=int(m.get("version", -1)),
+                    content_hash=str(m.get("content_hash", "")), model=str(m.get("model", "")),
+                    vector=list(vector.values), chunk_count=int(m.get("chunk_count", 0)),
+                    metadata=json.loads(m.get("metadata_json") or "{}")))
+        return chunks
+
+    def _read_states(self, keys: Sequence[DocKey]) -> dict[DocKey, dict[str, Any]]:
+        states: dict[DocKey, dict[str, Any]] = {}
+        by_namespace: dict[str, dict[str, DocKey]] = {}
+        for namespace, doc_id in keys:
+            state_ns = self._namespace(namespace or None) + STATE_SUFFIX
+            by_namespace.setdefault(state_ns, {})[self._prefix(namespace or None, doc_id)] = (namespace, doc_id)
+        for state_ns, wanted in by_namespace.items():
+            for group in _groups(list(wanted), FETCH_IDS_PER_REQUEST):
+                for vector_id, vector in self._index.fetch(ids=group, namespace=state_ns).vectors.items():
+                    states[wanted[vector_id]] = dict(vector.metadata or {})
+        return states
+
+    # --- writes -------------------------------------------------------------------------------------------
+
+    def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
+        by_namespace: dict[str, list[DocumentWrite]] = {}
+        for w in writes:
+            by_namespace.setdefault(self._namespace(w.event.namespace), []).append(w)
+        for pinecone_ns, group in by_namespace.items():
+            vectors = [self._vector(r) for w in group for r in w.records]
+            for request in self._upsert_requests(vectors):
+                self._index.upsert(vectors=request, namespace=pinecone_ns)
+            stale = [pid for w in group for pid in w.stale_ids]
+            for ids in _groups(stale, IDS_PER_REQUEST):
+                self._index.delete(ids=ids, namespace=pinecone_ns)
+            states = [self._state(w) for w in group]
+            for request in self._upsert_requests(states):
+                self._index.upsert(vectors=request, namespace=pinecone_ns + STATE_SUFFIX)
+
+    def _vector(self, record: ChunkRecord) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "doc_id": record.doc_id, "chunk_index": record.chunk_index, "chunk_count": record.chunk_count,
+            "version": record.version, "content_hash": record.content_hash, "model": record.model,
+            "metadata_json": json.dumps(record.metadata, sort_keys=True, separators=(",", ":")), "text": record.text}
+        if record.namespace:
+            metadata["namespace"] = record.namespace
+        metadata = self._fit_metadata(metadata)
+        return {"id": self.vector_id(record.namespace, record.doc_id, record.chunk_index),
+                "values": [float(x) for x in record.vector], "metadata": metadata}
+
+    def _fit_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Cuts `text` (on a character boundary) until the metadata fits Pinecone's 40 KB limit."""
+        size = _json_size(metadata)
+        if size <= METADATA_LIMIT_BYTES:
+            return metadata
+        text = metadata["text"]
+        fixed = size - _json_size(text) + _json_size("") + len(',"text_truncated":true')
+        room = METADATA_LIMIT_BYTES - fixed
+        if room < 0:
+            raise RecordTooLargeError(f"metadata of {metadata['doc_id']!r} is {size} bytes even without its "
+                                      f"text; Pinecone allows {METADATA_LIMIT_BYTES}")
+        low, high = 0, len(text)
+        while low < high:  # the longest prefix whose JSON fits
+            middle = (low + high + 1) // 2
+            if _json_size(text[:middle]) - 2 <= room:
+                low = middle
+            else:
+                high = middle - 1
+        self._truncated.inc()
+        return {**metadata, "text": text[:low], "text_truncated": True}
+
+    def _state(self, write: DocumentWrite) -> dict[str, Any]:
+        event = write.event
+        metadata: dict[str, Any] = {"doc_id": event.doc_id, "version": event.version, "op": event.op}
+        if event.namespace:
+            metadata["namespace"] = event.namespace
+        return {"id": self._prefix(event.namespace, event.doc_id), "values": self._state_vector(),
+                "metadata": metadata}
+
+    def _upsert_requests(self, vectors: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """Requests of at most `vectors_per_request` vectors and `request_bytes` encoded bytes."""
+        request: list[dict[str, Any]] = []
+        size = 64
+        for vector in vectors:
+            vector_size = _json_size(vector) + 1
+            if request and (len(request) >= self._config.vectors_per_request
+                            or size + vector_size > self._config.request_bytes):
+                yield request
+                request, size = [], 64
+            request.append(vector)
+            size += vector_size
+        if request:
+            yield request
+
+    def is_transient(self, error: BaseException) -> bool:
+        from pinecone.errors.exceptions import ApiError, PineconeConnectionError, PineconeTimeoutError
+
+        if isinstance(error, ApiError):
+            return error.status_code in (408, 429) or error.status_code >= 500
+        return isinstance(error, (PineconeConnectionError, PineconeTimeoutError, TimeoutError, ConnectionError))
+
+    def count(self) -> int:
+        stats = self._index.describe_index_stats()
+        return sum(summary.vector_count for name, summary in (stats.namespaces or {}).items()
+                   if not name.endswith(STATE_SUFFIX))
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def _groups(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
