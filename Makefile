@@ -23,6 +23,18 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
 	touch $@
 
+# MongoDB stand-in for the tests: mongoeco's wire-protocol server needs Python >= 3.13 (pyenv has 3.13.0 on
+# this image). Without one, the MongoDB tests fall back to mongomock and say so.
+PY313 := $(shell for p in $(HOME)/.pyenv/versions/3.1[3-9]*/bin/python python3.13 python3.14; do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 13)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+MONGOECO_VENV := .venv-mongoeco
+
+$(MONGOECO_VENV)/.installed:
+	@if [ -n "$(PY313)" ]; then \
+		$(PY313) -m venv $(MONGOECO_VENV) && \
+		$(MONGOECO_VENV)/bin/pip install -q mongoeco==4.11.0 pymongo==4.20.0 && touch $@; \
+	else echo "warning: no Python 3.13 found: MongoDB tests will use mongomock instead of mongoeco"; fi
+
 venv: $(VENV)/.installed
 
 dev: $(VENV)/.dev-installed
@@ -31,11 +43,11 @@ run: venv
 	$(PY) -m pipeline --runner=DirectRunner
 	$(PY) -m pipeline.search "How long does the Widget X battery last?" --top_k 3
 
-test: dev
+test: dev $(MONGOECO_VENV)/.installed
 	$(PY) -m pytest -q tests
 
 bench: dev
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .vector_store dead_letters.jsonl *.egg-info
+	rm -rf $(VENV) $(MONGOECO_VENV) .vector_store dead_letters.jsonl *.egg-info

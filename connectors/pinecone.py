@@ -198,8 +198,9 @@ class PineconeStore(VectorStore):
         by_namespace: dict[str, list[DocumentWrite]] = {}
         for w in writes:
             by_namespace.setdefault(self._namespace(w.event.namespace), []).append(w)
+        built = {ns: [self._vector(r) for w in group for r in w.records] for ns, group in by_namespace.items()}
         for pinecone_ns, group in by_namespace.items():
-            vectors = [self._vector(r) for w in group for r in w.records]
+            vectors = built[pinecone_ns]
             for request in self._upsert_requests(vectors):
                 self._index.upsert(vectors=request, namespace=pinecone_ns)
             stale = [pid for w in group for pid in w.stale_ids]
@@ -208,6 +209,8 @@ class PineconeStore(VectorStore):
             states = [self._state(w) for w in group]
             for request in self._upsert_requests(states):
                 self._index.upsert(vectors=request, namespace=pinecone_ns + STATE_SUFFIX)
+        self._truncated.inc(sum(1 for vectors in built.values() for v in vectors
+                                if v["metadata"].get("text_truncated")))  # counted once the batch has landed
 
     def _vector(self, record: ChunkRecord) -> dict[str, Any]:
         metadata: dict[str, Any] = {
@@ -238,7 +241,6 @@ class PineconeStore(VectorStore):
                 low = middle
             else:
                 high = middle - 1
-        self._truncated.inc()
         return {**metadata, "text": text[:low], "text_truncated": True}
 
     def _state(self, write: DocumentWrite) -> dict[str, Any]:

@@ -150,11 +150,11 @@ def test_pinecone_permanent_errors_and_oversize_metadata_are_handled(tmp_path: P
         assert (letter["doc_id"], letter["stage"], letter["error_type"]) == ("huge", "sink:pinecone",
                                                                             "RecordTooLargeError")
         fits = [m for _, m in target.index.vectors("").values() if m["doc_id"] == "fits"]
-        assert summary.sinks["pinecone"].text_truncated == len(fits) and summary.accounted
+        assert summary.sinks["pinecone"].text_truncated == len(fits) == 2 and summary.accounted
         for chunk in fits:
             assert chunk["text_truncated"] is True and len(json.dumps(chunk, separators=(",", ":"))) <= 40 * 1024
             assert chunk["text"] and chunk["text"] in text  # a cut prefix of the chunk text
-        assert "text_truncated" in summary.render()
+        assert "texts truncated 2" in summary.render()
 
         target.index.fail_next("/vectors/upsert", 400, times=1)  # e.g. a request the server finds malformed
         bad = sync(target, tmp_path, "two", [{"doc_id": "solo", "op": "upsert", "version": 1, "text": "Solo."}])
