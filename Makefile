@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test bench venv dev clean
+.PHONY: run test bench venv dev clean services
 
 $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,12 @@ run: venv
 	$(PY) -m pipeline --runner=DirectRunner
 	$(PY) -m pipeline.search "How long does the Widget X battery last?" --top_k 3
 
-test: dev $(MONGOECO_VENV)/.installed
+# Servers the tests start themselves (on 127.0.0.1, stopped afterwards): redis-server from Debian.
+APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+services:
+	@command -v redis-server >/dev/null || { $(APT_GET) update -q && $(APT_GET) install -y -q redis-server; }
+
+test: dev $(MONGOECO_VENV)/.installed services
 	$(PY) -m pytest -q tests
 
 bench: dev

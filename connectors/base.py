@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transforms import counters
 from transforms.chunking import ChunkingError, TokenChunker
 from transforms.reconcile import plan_for_sinks
-from transforms.stages import DEAD_LETTERS
+from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
 from transforms.types import ChangeEvent, DeadLetter, DocKey, DocumentWrite, SinkOutcome, StoredDocument, Superseded
 
@@ -190,10 +190,11 @@ class _BufferedStoreDoFn(beam.DoFn):
 
 
 class PlanDocumentWrites(_BufferedStoreDoFn):
-    """Winning events → `FanOutPlan`s keyed by document, plus tagged `to_embed` chunk texts and
-    `dead_letters` (stage `chunk`, or `lookup:<sink>` when a store cannot be read: then the event is written
+    """Winning events → `FanOutPlan`s keyed by document, plus tagged `to_embed` chunk texts, `superseded`
+    (events settled without a write: older than every sink, or in sync everywhere) and `dead_letters`
+    (stage `chunk`, or `lookup:<sink>` when a store cannot be read: then the event is written
     nowhere, so the sinks stay alike). Events superseded or already in sync everywhere are counted and go
-    no further."""
+    no further than the `superseded` output."""
 
     def __init__(self, store_configs: Sequence[StoreConfig], model_path: str, model_id: str,
                  chunk_size: Optional[int], chunk_overlap: int, lookup_batch_size: int = 256,
@@ -262,11 +263,13 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
             return
         if isinstance(plan, Superseded):
             self._superseded.inc()
+            yield _emit(event, ts, win, in_bundle_end, SUPERSEDED)
             return
         if not plan.stale_ids:  # no sink needs a write
             self._applied.inc()
             self._in_sync.inc()
             self._skipped.inc(len(plan.chunks))
+            yield _emit(event, ts, win, in_bundle_end, SUPERSEDED)
             return
         yield _emit((event.key, plan), ts, win, in_bundle_end)
         for chunk in plan.chunks:

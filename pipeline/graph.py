@@ -1,6 +1,7 @@
-"""The whole sync graph, top to bottom: source → parse → latest per document → plan against every store →
-embed (RunInference) → assemble → write to each sink → settle each event; every stage's dead letters go to
-one file."""
+"""The whole sync graph, top to bottom: source (change-log, folder or stream) → parse → latest per document
+→ plan against every store → embed (RunInference) → assemble → write to each sink → settle each event;
+every stage's dead letters go to one file, and a streaming source acknowledges each record once it is
+finished."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from transforms.embedding import EmbedChunks, SentenceTransformerHandler
 from transforms.parse import parse_or_dead_letter
 from transforms.stages import (
     AssembleDocumentWrites,
+    SUPERSEDED,
     LatestPerDocument,
     ParseChangeEvents,
     SettleEvents,
@@ -32,7 +34,11 @@ class ResolvedModel:
 def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> beam.PCollection:
     """Adds the sync graph to `p`; returns one settled `SinkOutcome` per written event (applied to every
     sink, or dead-lettered): what streaming sources acknowledge."""
-    if config.input_is_folder:
+    source = config.source
+    if source is not None:
+        read = p | "ReadSource" >> source.read()
+        parsed = read.records | "Parse" >> ParseChangeEvents(source.parser())
+    elif config.input_is_folder:
         read = p | "ReadFolder" >> ReadDocumentFolder(config.input)
         parsed = read.records | "Parse" >> ParseChangeEvents(parse_document_file)
     else:
@@ -40,9 +46,9 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
         parsed = read.records | "Parse" >> ParseChangeEvents(parse_or_dead_letter)
     latest = parsed.events | "LatestPerDocument" >> LatestPerDocument()
     stores = config.stores
-    planned = latest | "PlanAgainstStores" >> beam.ParDo(PlanDocumentWrites(
+    planned = latest.winners | "PlanAgainstStores" >> beam.ParDo(PlanDocumentWrites(
         stores, model.path, model.model_id, config.chunk_size, config.chunk_overlap,
-        config.lookup_batch_size)).with_outputs(TO_EMBED, DEAD_LETTERS, main="plans")
+        config.lookup_batch_size)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
     embedded = planned[TO_EMBED] | "Embed" >> EmbedChunks(SentenceTransformerHandler(
         model.path, batch_size=config.batch_size, device=config.device))
     assembled = ({"plans": planned.plans, "vectors": embedded["vectors"], "failures": embedded["failures"]}
@@ -55,8 +61,17 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
         outcomes.append(written.outcomes)
         sink_dead_letters.append(written[DEAD_LETTERS])
     settled = tuple(outcomes) | "AllSinkOutcomes" >> beam.Flatten() | "SettleEvents" >> SettleEvents()
-    _ = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], planned[DEAD_LETTERS], assembled[DEAD_LETTERS],
-          *sink_dead_letters)
-         | "AllDeadLetters" >> beam.Flatten()
-         | "WriteDeadLetters" >> WriteDeadLetters(config.dead_letters))
+    dead_letters = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], planned[DEAD_LETTERS], assembled[DEAD_LETTERS],
+                     *sink_dead_letters) | "AllDeadLetters" >> beam.Flatten())
+    _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(config.dead_letters)
+    acknowledge = source.acknowledge() if source is not None else None
+    if acknowledge is not None:  # every record read ends here once applied, superseded or dead-lettered
+        done = ((settled | "SettledRefs" >> beam.Map(lambda o: o.event.source),
+                 latest[SUPERSEDED] | "LatestLoserRefs" >> beam.Map(lambda e: e.source),
+                 planned[SUPERSEDED] | "PlannedSupersededRefs" >> beam.Map(lambda e: e.source),
+                 dead_letters | "DeadLetterRefs" >> beam.Map(lambda d: d.source))
+                | "AllFinished" >> beam.Flatten()
+                | "WithSource" >> beam.Filter(lambda ref: ref is not None))
+        _ = ({"done": done, "read": read.records | "ReadRefs" >> beam.Map(lambda r: r.source)}
+             | "Acknowledge" >> acknowledge)
     return settled

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from connectors.base import StoreConfigError
 from connectors.qdrant import QdrantConfig
+from connectors.sources import SourceConfigError
 from pipeline.graph import ResolvedModel, build_graph
 from pipeline.options import SyncConfig, parse_args
 from pipeline.summary import RunSummary, summary_from_metrics
@@ -51,7 +52,14 @@ def clear_dead_letters(path: str) -> None:
 
 
 def check_input(config: SyncConfig) -> None:
-    """The input must exist: a folder, or a path or glob that matches at least one file (any Beam filesystem)."""
+    """A streaming source must be reachable; a change-log input must exist: a folder, or a path or glob that
+    matches at least one file (any Beam filesystem)."""
+    if config.source is not None:
+        try:
+            config.source.check()
+        except SourceConfigError as exc:
+            raise StartupError(str(exc)) from exc
+        return
     if config.input_is_folder:
         return
     from apache_beam.io.filesystems import FileSystems

@@ -21,10 +21,13 @@ from connectors.mongodb import MongoConfig
 from connectors.pgvector import PgVectorConfig
 from connectors.pinecone import PineconeConfig
 from connectors.qdrant import DEFAULT_PATH, QdrantConfig
+from connectors.redis_streams import RedisStreamConfig
 from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
 SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
+StreamSource = Annotated[Union[RedisStreamConfig], Field(discriminator="type")]
+SOURCES = ("changelog", "redis")
 
 
 class SyncConfig(BaseModel):
@@ -33,6 +36,8 @@ class SyncConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     input: str = str(SAMPLE_CHANGELOG)
+    source: Optional[StreamSource] = None
+    """A streaming source; None reads `input` (a change-log, a glob of them, or a folder)."""
     sinks: tuple[SinkConfig, ...] = (QdrantConfig(),)
     model: Optional[str] = None
     device: str = "cpu"
@@ -73,6 +78,12 @@ _SINK_FLAGS: dict[str, tuple[str, str]] = {
 }
 _ENV_DEFAULTS = {"pg_dsn": "PG_DSN", "pinecone_index_host": "PINECONE_INDEX_HOST", "mongo_uri": "MONGODB_URI"}
 _CREATE_FIELD = {"qdrant": "create_collection", "pgvector": "create_table", "mongodb": "create_collection"}
+_SOURCE_FLAGS: dict[str, tuple[str, str]] = {
+    "redis_url": ("redis", "url"), "redis_stream": ("redis", "stream"), "redis_group": ("redis", "group"),
+    "redis_consumer": ("redis", "consumer"), "redis_claim_idle_ms": ("redis", "claim_idle_ms"),
+    "max_records": ("*", "max_records"),
+}
+_SOURCE_ENV = {"redis_url": "REDIS_URL"}
 _GENERAL = ("input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size",
             "dead_letters", "summary_json")
 
@@ -87,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None,
                         help="YAML or JSON file with any of these settings and a 'sinks' list; flags override it")
     src = parser.add_argument_group("source")
+    src.add_argument("--source", choices=SOURCES, help="where changes come from (default: changelog, "
+                                                       "which reads --input)")
+    src.add_argument("--redis_url", help="Redis URL for --source redis (default: $REDIS_URL; never logged)")
+    src.add_argument("--redis_stream", help="Redis stream to read")
+    src.add_argument("--redis_group", help="consumer group (created at the stream's start when missing)")
+    src.add_argument("--redis_consumer", help="consumer name; keep it stable across runs (default: vector-sync-HOST)")
+    src.add_argument("--redis_claim_idle_ms", type=int,
+                     help="claim entries pending on other consumers idle this long (default: 60000)")
+    src.add_argument("--max_records", type=int, help="a streaming source stops after this many records")
     src.add_argument("--input", help=f"JSONL change-log, a glob of them, or a folder of documents "
                                      f"(default: the shipped sample {SAMPLE_CHANGELOG.name})")
     sink = parser.add_argument_group("sinks (give --sink several times to write to several stores)")
@@ -150,6 +170,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[s
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     settings["sinks"] = _sink_settings(args, settings.get("sinks"))
+    source = _source_settings(args, settings.get("source"))
+    if source is not None:
+        settings["source"] = source
     config = SyncConfig.model_validate(settings)
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=DirectRunner", *beam_args]
@@ -190,6 +213,25 @@ def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, 
              "--sink pinecone needs --pinecone_index_host (or the PINECONE_INDEX_HOST environment variable)")
     _require(listed, "mongodb", "uri", "--sink mongodb needs --mongo_uri (or the MONGODB_URI environment variable)")
     return listed
+
+
+def _source_settings(args: argparse.Namespace, from_file: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The streaming source's settings (None for the change-log/folder source), flags over the file."""
+    source = dict(from_file or {})
+    if args.source:
+        if args.source == "changelog":
+            return None
+        if source.get("type") != args.source:
+            source = {"type": args.source}
+    if not source:
+        return None
+    for flag, (source_type, field) in _SOURCE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None and flag in _SOURCE_ENV and field not in source:
+            value = os.environ.get(_SOURCE_ENV[flag])
+        if value is not None and source_type in ("*", source["type"]):
+            source[field] = value
+    return source
 
 
 def _require(sinks: list[dict[str, Any]], sink_type: str, field: str, message: str) -> None:

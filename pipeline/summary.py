@@ -23,6 +23,7 @@ class SinkSummary(BaseModel):
 
 class RunSummary(BaseModel):
     records_read: int = 0
+    records_acknowledged: int = 0
     events_applied: int = 0
     events_in_sync: int = 0
     events_superseded: int = 0
@@ -68,6 +69,8 @@ class RunSummary(BaseModel):
             + (f" ({self.dead_letters} dead-letter records: one per failing sink)"
                if self.dead_letters != self.events_dead_lettered else ""),
             f"  accounted for     {'yes' if self.accounted else 'NO: counts do not add up'}",
+            *([f"  acknowledged      {self.records_acknowledged} (to the source, after apply)"]
+              if self.records_acknowledged else []),
             f"chunks embedded     {self.chunks_embedded} (skipped, unchanged: {self.chunks_skipped}; "
             f"padding {self.padding_fraction:.1%} of batch tokens)",
             f"vectors upserted    {self.vectors_upserted}",

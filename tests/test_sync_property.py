@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+import uuid
+from typing import Any, Callable, Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -85,18 +86,41 @@ class FanOutTarget:
             t.close()
 
 
-def check_sync_contract(target: Any, work: Path, chunker: TokenChunker, first: list, second: list) -> None:
+def via_changelog(work: Path) -> Callable[[str, list], list[str]]:
+    """Delivers events as a change-log file; returns the arguments that read it."""
+    def deliver(name: str, events: list) -> list[str]:
+        return ["--input", str(write_changelog(work / f"{name}.jsonl", events))]
+    return deliver
+
+
+def via_redis(redis_url: str) -> Callable[[str, list], list[str]]:
+    """Delivers events into a fresh Redis stream (each run reads what was added since the last one)."""
+    import redis
+
+    client, stream = redis.Redis.from_url(redis_url), f"prop-{uuid.uuid4().hex[:8]}"
+
+    def deliver(name: str, events: list) -> list[str]:
+        for e in events:
+            client.xadd(stream, {"data": json.dumps(e)})
+        return ["--source", "redis", "--redis_url", redis_url, "--redis_stream", stream, "--redis_group", "g",
+                "--redis_consumer", "c"]
+    return deliver
+
+
+def check_sync_contract(target: Any, work: Path, chunker: TokenChunker, first: list, second: list,
+                        deliver: Optional[Callable[[str, list], list[str]]] = None) -> None:
+    deliver = deliver or via_changelog(work)
     common = [*target.args, "--dead_letters", str(work / "dead.jsonl"), *CHUNKING]
-    one = run(["--input", str(write_changelog(work / "one.jsonl", first)), *common])
+    one = run([*deliver("one", first), *common])
     assert target.state() == expected_store(first, chunker)
     assert one.accounted and one.records_read == len(first) and one.dead_letters == 0
 
     snapshot = target.snapshot()
-    replay = run(["--input", str(work / "one.jsonl"), *common])
-    assert target.snapshot() == snapshot, "replaying the same change-log changed the store"
+    replay = run([*deliver("one", first), *common])
+    assert target.snapshot() == snapshot, "replaying the same events changed the store"
     assert replay.chunks_embedded == 0 and replay.accounted
 
-    two = run(["--input", str(write_changelog(work / "two.jsonl", second)), *common])
+    two = run([*deliver("two", second), *common])
     assert target.state() == expected_store(first + second, chunker)
     assert two.accounted and two.records_read == len(second)
 
@@ -109,10 +133,11 @@ def examples(default: int) -> int:
     return int(os.environ.get("SYNC_PROPERTY_EXAMPLES", str(default)))
 
 
-def checked(make_target: Callable[[Path], Any], work: Path, chunker: TokenChunker, logs: tuple[list, list]) -> None:
+def checked(make_target: Callable[[Path], Any], work: Path, chunker: TokenChunker, logs: tuple[list, list],
+            deliver: Optional[Callable[[str, list], list[str]]] = None) -> None:
     target = make_target(work)
     try:
-        check_sync_contract(target, work, chunker, *logs)
+        check_sync_contract(target, work, chunker, *logs, deliver=deliver)
     finally:
         target.close()
 
@@ -159,6 +184,15 @@ def test_fan_out_keeps_every_sink_equal_to_the_latest_versions(
     checked(lambda work: FanOutTarget([QdrantTarget(work), PgVectorTarget(pg_uri), PineconeTarget(),
                                        MongoTarget(mongo_server)]),
             tmp_path_factory.mktemp("sync"), small_chunker, logs)
+
+
+@pytest.mark.slow
+@settings(max_examples=examples(6), **PROPERTY_SETTINGS)
+@given(logs=histories())
+def test_events_through_redis_streams_end_exactly_in_sync(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, redis_url: str,
+        logs: tuple[list, list]):
+    checked(QdrantTarget, tmp_path_factory.mktemp("sync"), small_chunker, logs, deliver=via_redis(redis_url))
 
 
 def test_expected_store_model_keeps_only_the_highest_version(small_chunker: TokenChunker):

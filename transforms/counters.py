@@ -13,6 +13,7 @@ from apache_beam.metrics import Metrics
 NAMESPACE = "vector_sync"
 
 RECORDS_READ = "records_read"
+RECORDS_ACKNOWLEDGED = "records_acknowledged"  # finished records a streaming source acknowledged
 EVENTS_APPLIED = "events_applied"
 EVENTS_IN_SYNC = "events_in_sync"  # applied, but the store already held exactly this version: no write
 EVENTS_SUPERSEDED = "events_superseded"
@@ -28,7 +29,7 @@ SINK_RETRIES = "sink_retries"
 BATCH_TOKENS = "tokens_in_batches"  # real tokens (special tokens included) in embedding batches
 BATCH_PADDED_TOKENS = "padded_tokens_in_batches"  # batch size x longest item, summed over batches
 
-ALL = (RECORDS_READ, EVENTS_APPLIED, EVENTS_IN_SYNC, EVENTS_SUPERSEDED, EVENTS_DEAD_LETTERED, DEAD_LETTERS, CHUNKS_EMBEDDED,
+ALL = (RECORDS_READ, RECORDS_ACKNOWLEDGED, EVENTS_APPLIED, EVENTS_IN_SYNC, EVENTS_SUPERSEDED, EVENTS_DEAD_LETTERED, DEAD_LETTERS, CHUNKS_EMBEDDED,
        CHUNKS_SKIPPED, VECTORS_UPSERTED, VECTORS_DELETED, TOKENS_EMBEDDED, SINK_RETRIES, BATCH_TOKENS, BATCH_PADDED_TOKENS)
 
 

@@ -14,6 +14,7 @@ from transforms.reconcile import MissingVectorError, assemble_writes
 from transforms.types import ChangeEvent, DeadLetter, DocKey, FanOutPlan, RawRecord, SinkOutcome, SourceRef
 
 DEAD_LETTERS = "dead_letters"
+SUPERSEDED = "superseded"  # events settled without a write: superseded, or already in sync everywhere
 Parser = Callable[[bytes, SourceRef], Iterable[Any]]
 
 
@@ -41,20 +42,23 @@ class _SelectLatest(beam.DoFn):
     def __init__(self) -> None:
         self._superseded = counters.counter(counters.EVENTS_SUPERSEDED)
 
-    def process(self, keyed: tuple[DocKey, Iterable[ChangeEvent]]) -> Iterator[ChangeEvent]:
+    def process(self, keyed: tuple[DocKey, Iterable[ChangeEvent]]) -> Iterator[Any]:
         winner, losers = select_latest(keyed[1])
         self._superseded.inc(len(losers))
         yield winner
+        for loser in losers:
+            yield beam.pvalue.TaggedOutput(SUPERSEDED, loser.event)
 
 
 class LatestPerDocument(beam.PTransform):
-    """Keeps the highest-version event of each `(namespace, doc_id)`; the rest are counted as superseded."""
+    """Keeps the highest-version event of each `(namespace, doc_id)` (main output `winners`); the rest are
+    counted and output as `superseded`."""
 
-    def expand(self, events: beam.PCollection) -> beam.PCollection:
+    def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (events
                 | "KeyByDocument" >> beam.Map(lambda e: (e.key, e))
                 | "GroupByDocument" >> beam.GroupByKey()
-                | "SelectLatest" >> beam.ParDo(_SelectLatest()))
+                | "SelectLatest" >> beam.ParDo(_SelectLatest()).with_outputs(SUPERSEDED, main="winners"))
 
 
 class _Assemble(beam.DoFn):
