@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from connectors.base import DEAD_LETTERS, TO_EMBED, PlanDocumentWrites, WriteDocuments
+from connectors.kafka import KafkaConfig, ProduceDeadLetters
 from connectors.changelog import ReadChangeLog, ReadDocumentFolder, parse_document_file
 from pipeline.options import SyncConfig
 from transforms.embedding import EmbedChunks, SentenceTransformerHandler
@@ -64,6 +65,8 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     dead_letters = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], planned[DEAD_LETTERS], assembled[DEAD_LETTERS],
                      *sink_dead_letters) | "AllDeadLetters" >> beam.Flatten())
     _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(config.dead_letters)
+    if isinstance(source, KafkaConfig) and source.dead_letter_topic:
+        _ = dead_letters | "DeadLettersToKafka" >> beam.ParDo(ProduceDeadLetters(source, source.dead_letter_topic))
     acknowledge = source.acknowledge() if source is not None else None
     if acknowledge is not None:  # every record read ends here once applied, superseded or dead-lettered
         done = ((settled | "SettledRefs" >> beam.Map(lambda o: o.event.source),

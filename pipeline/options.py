@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.base import StoreConfig
 from connectors.changelog import SAMPLE_CHANGELOG
+from connectors.kafka import KafkaConfig
 from connectors.mongodb import MongoConfig
 from connectors.pgvector import PgVectorConfig
 from connectors.pinecone import PineconeConfig
@@ -26,8 +27,8 @@ from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
 SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
-StreamSource = Annotated[Union[RedisStreamConfig], Field(discriminator="type")]
-SOURCES = ("changelog", "redis")
+StreamSource = Annotated[Union[RedisStreamConfig, KafkaConfig], Field(discriminator="type")]
+SOURCES = ("changelog", "redis", "kafka")
 
 
 class SyncConfig(BaseModel):
@@ -81,7 +82,11 @@ _CREATE_FIELD = {"qdrant": "create_collection", "pgvector": "create_table", "mon
 _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "redis_url": ("redis", "url"), "redis_stream": ("redis", "stream"), "redis_group": ("redis", "group"),
     "redis_consumer": ("redis", "consumer"), "redis_claim_idle_ms": ("redis", "claim_idle_ms"),
-    "max_records": ("*", "max_records"),
+    "max_records": ("redis", "max_records"),
+    "kafka_bootstrap": ("kafka", "bootstrap"), "kafka_topic": ("kafka", "topics"), "kafka_group": ("kafka", "group"),
+    "kafka_stop_at_end": ("kafka", "stop_at_end"), "kafka_json_schema": ("kafka", "json_schema"),
+    "doc_id_field": ("kafka", "doc_id_field"), "text_fields": ("kafka", "text_fields"),
+    "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
 _GENERAL = ("input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size",
@@ -106,7 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--redis_consumer", help="consumer name; keep it stable across runs (default: vector-sync-HOST)")
     src.add_argument("--redis_claim_idle_ms", type=int,
                      help="claim entries pending on other consumers idle this long (default: 60000)")
-    src.add_argument("--max_records", type=int, help="a streaming source stops after this many records")
+    src.add_argument("--max_records", type=int, help="--source redis stops after this many records")
+    src.add_argument("--kafka_bootstrap", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
+    src.add_argument("--kafka_topic", type=_comma_list, help="topic(s) to read, comma-separated")
+    src.add_argument("--kafka_group", help="consumer group whose committed offsets the run starts from and commits")
+    src.add_argument("--kafka_stop_at_end", action="store_true", default=None,
+                     help="read to the end offsets seen at start, then finish (backfills, tests, successive runs)")
+    src.add_argument("--kafka_config", action="append", metavar="KEY=VALUE",
+                     help="extra librdkafka setting (security too; secret values are never logged); repeatable")
+    src.add_argument("--kafka_json_schema", help="JSON Schema file that every Kafka value must satisfy")
+    src.add_argument("--doc_id_field", help="dotted path of the doc_id in another JSON shape (default: the record key)")
+    src.add_argument("--text_fields", type=_comma_list, help="dotted paths whose values make the text, comma-separated")
+    src.add_argument("--version_field", help="dotted path of the version (default: the record offset)")
+    src.add_argument("--dead_letter_topic", help="also produce dead letters to this Kafka topic (Connect-style headers)")
     src.add_argument("--input", help=f"JSONL change-log, a glob of them, or a folder of documents "
                                      f"(default: the shipped sample {SAMPLE_CHANGELOG.name})")
     sink = parser.add_argument_group("sinks (give --sink several times to write to several stores)")
@@ -143,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--dead_letters", help="dead-letter JSONL file (default: ./dead_letters.jsonl)")
     out.add_argument("--summary_json", help="also write the run summary as JSON here")
     return parser
+
+
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _key_values(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--kafka_config {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -229,8 +260,10 @@ def _source_settings(args: argparse.Namespace, from_file: Optional[dict[str, Any
         value = getattr(args, flag)
         if value is None and flag in _SOURCE_ENV and field not in source:
             value = os.environ.get(_SOURCE_ENV[flag])
-        if value is not None and source_type in ("*", source["type"]):
+        if value is not None and source_type == source["type"]:
             source[field] = value
+    if args.kafka_config and source["type"] == "kafka":
+        source["client_config"] = {**source.get("client_config", {}), **_key_values(args.kafka_config)}
     return source
 
 

@@ -159,3 +159,57 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
     finally:
         proc.terminate()
         proc.wait()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
+    """A Kafka-protocol broker on 127.0.0.1: pip `noida-db` (`--only kafka`), not a Java Kafka."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    binary = shutil.which("noida-db") or str(Path(sys.executable).parent / "noida-db")
+    if not Path(binary).exists():
+        pytest.skip("noida-db is not installed (requirements-dev.txt)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "start", "--data-dir", str(tmp_path_factory.mktemp("kafka")), "--host",
+                             "127.0.0.1", "--only", "kafka", "--kafka-port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from confluent_kafka.admin import AdminClient
+
+    bootstrap = f"127.0.0.1:{port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for _ in range(100):
+        try:
+            admin.list_topics(timeout=1)
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.1)
+    try:
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def create_topic(bootstrap: str, partitions: int = 3) -> str:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"changes-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures resolve
+    for future in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
+        future.result(10)
+    return topic
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, Any]]) -> None:
+    """`(key, value)` pairs; dict values are JSON, None is a tombstone; keys pick the partition."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key, value in records:
+        data = json.dumps(value).encode() if isinstance(value, dict) else value
+        producer.produce(topic, key=key.encode() if isinstance(key, str) else key,
+                         value=data.encode() if isinstance(data, str) else data)
+    assert producer.flush(10) == 0

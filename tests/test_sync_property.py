@@ -107,6 +107,19 @@ def via_redis(redis_url: str) -> Callable[[str, list], list[str]]:
     return deliver
 
 
+def via_kafka(bootstrap: str) -> Callable[[str, list], list[str]]:
+    """Produces events (keyed by doc_id) to a fresh 3-partition topic; each run reads to the end offsets."""
+    from tests.conftest import create_topic, produce
+
+    topic = create_topic(bootstrap)
+
+    def deliver(name: str, events: list) -> list[str]:
+        produce(bootstrap, topic, [(e["doc_id"], e) for e in events])
+        return ["--source", "kafka", "--kafka_bootstrap", bootstrap, "--kafka_topic", topic, "--kafka_group", "g",
+                "--kafka_stop_at_end"]
+    return deliver
+
+
 def check_sync_contract(target: Any, work: Path, chunker: TokenChunker, first: list, second: list,
                         deliver: Optional[Callable[[str, list], list[str]]] = None) -> None:
     deliver = deliver or via_changelog(work)
@@ -193,6 +206,15 @@ def test_events_through_redis_streams_end_exactly_in_sync(
         tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, redis_url: str,
         logs: tuple[list, list]):
     checked(QdrantTarget, tmp_path_factory.mktemp("sync"), small_chunker, logs, deliver=via_redis(redis_url))
+
+
+@pytest.mark.slow
+@settings(max_examples=examples(6), **PROPERTY_SETTINGS)
+@given(logs=histories())
+def test_events_through_kafka_end_exactly_in_sync(
+        tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, kafka_bootstrap: str,
+        logs: tuple[list, list]):
+    checked(QdrantTarget, tmp_path_factory.mktemp("sync"), small_chunker, logs, deliver=via_kafka(kafka_bootstrap))
 
 
 def test_expected_store_model_keeps_only_the_highest_version(small_chunker: TokenChunker):

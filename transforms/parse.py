@@ -15,7 +15,7 @@ class RecordError(ValueError):
     """A record that is not a valid change event (the message says why)."""
 
 
-def _summarise(error: ValidationError) -> str:
+def summarise(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "record"
@@ -35,7 +35,7 @@ def parse_change_event(payload: bytes, source: SourceRef) -> ChangeEvent:
     try:
         return ChangeEvent.model_validate({**obj, "source": source, "raw": payload})
     except ValidationError as exc:
-        raise RecordError(f"invalid change event: {_summarise(exc)}") from exc
+        raise RecordError(f"invalid change event: {summarise(exc)}") from exc
 
 
 def parse_or_dead_letter(payload: bytes, source: SourceRef) -> Iterator[Union[ChangeEvent, DeadLetter]]:

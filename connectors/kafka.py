@@ -1,0 +1,384 @@
+"""Kafka source in pure Python (confluent-kafka; no Java expansion service): a splittable DoFn over topic
+partitions whose restriction is an offset range, so a runner can split and checkpoint it.
+
+Each partition is read from its consumer group's committed offset (or the earliest offset when it has
+none) up to the end offset seen at start (`stop_at_end`, for backfills, tests and successive bounded runs)
+or without end (streaming runners: the DoFn checkpoints with `defer_remainder` when the partition is idle).
+Offsets are committed only once every record up to them is finished (applied to every sink, superseded or
+dead-lettered): kill the pipeline at any point and the next run starts from the last committed offset;
+replays are harmless because the sinks are idempotent.
+
+Values are ChangeEvent JSON, or any JSON mapped with `doc_id_field`, `text_fields`, `version_field`
+(dotted paths); an optional JSON Schema validates values first. The record key is the doc_id when the value
+has none, the offset is the version when none is given, and a tombstone (null value) deletes the key's
+document. Dead letters can also be produced to `dead_letter_topic` in the Kafka Connect style.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional, Union
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.utils.timestamp import Duration
+from pydantic import Field, ValidationError
+
+from connectors.sources import SourceConfig, SourceConfigError
+from transforms import counters
+from transforms.parse import PARSE_STAGE, RecordError, summarise
+from transforms.stages import DEAD_LETTERS
+from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
+
+SYSTEM = "kafka"
+UNBOUNDED_END = sys.maxsize
+_SECRET_KEYS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key")
+
+
+class KafkaConfig(SourceConfig):
+    """`bootstrap` servers, `topics`, consumer `group`; `client_config` holds extra librdkafka settings
+    (security included; values of keys naming passwords or secrets are never logged)."""
+
+    type: Literal["kafka"] = "kafka"
+    bootstrap: str
+    topics: tuple[str, ...] = Field(min_length=1)
+    group: str
+    stop_at_end: bool = False
+    client_config: dict[str, str] = Field(default_factory=dict, repr=False)
+    doc_id_field: Optional[str] = None
+    text_fields: tuple[str, ...] = ()
+    version_field: Optional[str] = None
+    json_schema: Optional[str] = None
+    dead_letter_topic: Optional[str] = None
+    poll_timeout_s: float = 1.0
+    idle_timeout_s: float = 30.0
+    """A bounded read that sees no record for this long before reaching its end offset fails (a broker problem)."""
+
+    def client_settings(self, **extra: Any) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
+                "enable.partition.eof": False, **self.client_config, **extra}
+
+    def read(self) -> beam.PTransform:
+        return ReadKafka(self)
+
+    def parser(self) -> "KafkaRecordParser":
+        return KafkaRecordParser(self)
+
+    def acknowledge(self) -> beam.PTransform:
+        return CommitOffsets(self)
+
+    def check(self) -> None:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(self.client_settings())
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            missing = [t for t in self.topics if t not in metadata.topics or metadata.topics[t].error is not None]
+            if missing:
+                raise SourceConfigError(f"Kafka topic(s) {missing} not found at {self.bootstrap}")
+        except SourceConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one start-up line
+            raise SourceConfigError(f"Kafka at {self.bootstrap} cannot be used: {type(exc).__name__}: {exc}") from exc
+        finally:
+            consumer.close()
+        if self.json_schema and not Path(self.json_schema).is_file():
+            raise SourceConfigError(f"--kafka_json_schema {self.json_schema}: no such file")
+
+    def display(self) -> dict[str, Any]:
+        safe = {k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.client_config.items()}
+        return {"source": "kafka", "bootstrap": self.bootstrap, "topics": ",".join(self.topics), "group": self.group,
+                "client_config": json.dumps(safe, sort_keys=True)}
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+class _ListPartitions(beam.DoFn):
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+
+    def process(self, _: Any) -> Iterator[tuple[str, int]]:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer(self._config.client_settings())
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            for topic in self._config.topics:
+                for partition in sorted(metadata.topics[topic].partitions):
+                    yield topic, partition
+        finally:
+            consumer.close()
+
+
+class _ReadPartition(beam.DoFn, RestrictionProvider):
+    """Splittable: the restriction of a `(topic, partition)` is an offset range, from the committed offset
+    (or the earliest) to the end offset seen now (`stop_at_end`) or without end."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._read = counters.counter(counters.RECORDS_READ)
+
+    def initial_restriction(self, element: tuple[str, int]) -> OffsetRange:
+        from confluent_kafka import Consumer, TopicPartition
+
+        topic, partition = element
+        consumer = Consumer(self._config.client_settings())
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            (committed,) = consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        finally:
+            consumer.close()
+        start = committed.offset if committed.offset >= 0 else low
+        start = min(max(start, low), high)
+        return OffsetRange(start, high if self._config.stop_at_end else UNBOUNDED_END)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element: Any, restriction: OffsetRange) -> int:
+        return restriction.size()
+
+    def setup(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(self._config.client_settings())
+
+    def teardown(self) -> None:
+        self._consumer.close()
+
+    def process(self, element: tuple[str, int],
+                tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam()) -> Iterator[Any]:
+        from confluent_kafka import KafkaError, TopicPartition
+
+        topic, partition = element
+        restriction = tracker.current_restriction()
+        if restriction.start >= restriction.stop:
+            return
+        self._consumer.assign([TopicPartition(topic, partition, restriction.start)])
+        idle_since = time.monotonic()
+        try:
+            while True:
+                messages = self._consumer.consume(num_messages=500, timeout=self._config.poll_timeout_s)
+                real = [m for m in messages if m.error() is None]
+                for m in messages:
+                    if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"Kafka {topic}[{partition}]: {m.error()}")
+                if not real:
+                    if restriction.stop == UNBOUNDED_END:
+                        tracker.defer_remainder(Duration.of(1))  # idle: checkpoint, resume later
+                        return
+                    position = self._consumer.position([TopicPartition(topic, partition)])[0].offset
+                    if position >= restriction.stop:
+                        tracker.try_claim(restriction.stop)  # the rest of the range holds no record
+                        return
+                    if time.monotonic() - idle_since > self._config.idle_timeout_s:
+                        raise TimeoutError(f"Kafka {topic}[{partition}]: no record for "
+                                           f"{self._config.idle_timeout_s}s before offset {restriction.stop}")
+                    continue
+                idle_since = time.monotonic()
+                for m in real:
+                    if not tracker.try_claim(m.offset()):
+                        return
+                    self._read.inc()
+                    yield beam.window.TimestampedValue(_raw_record(m), max(0, m.timestamp()[1]) / 1000)
+        finally:
+            self._consumer.unassign()
+
+
+def _raw_record(message: Any) -> RawRecord:
+    key = message.key()
+    position: dict[str, Union[str, int]] = {"topic": message.topic(), "partition": message.partition(),
+                                            "offset": message.offset(), "timestamp_ms": message.timestamp()[1]}
+    if key is not None:
+        position["key"] = key.decode("utf-8", errors="backslashreplace")
+    if message.value() is None:
+        position["tombstone"] = 1
+    return RawRecord(message.value() or b"", SourceRef(system=SYSTEM, position=position))
+
+
+class ReadKafka(beam.PTransform):
+    """`RawRecord`s (main output `records`; no dead letters at this stage) from every partition of the
+    topics, one splittable restriction per partition."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
+        reader = _ReadPartition(self._config)
+        records = (pbegin
+                   | "Impulse" >> beam.Impulse()
+                   | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config))
+                   | "Reshuffle" >> beam.Reshuffle()
+                   | "ReadPartitions" >> beam.ParDo(reader).with_outputs(DEAD_LETTERS, main="records"))
+        return records
+
+
+# --- parsing -------------------------------------------------------------------------------------------------
+
+def _get(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+class KafkaRecordParser:
+    """A Kafka record → one `ChangeEvent` or a `parse` dead letter (see the module docstring for the rules)."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._schema = json.loads(Path(config.json_schema).read_text()) if config.json_schema else None
+
+    def __call__(self, payload: bytes, source: SourceRef) -> Iterator[Union[ChangeEvent, DeadLetter]]:
+        try:
+            yield self._event(payload, source)
+        except (RecordError, UnicodeDecodeError) as exc:
+            yield DeadLetter.of(PARSE_STAGE, exc, payload, source, doc_id=source.position.get("key"),
+                                error_type=type(exc).__name__)
+
+    def _event(self, payload: bytes, source: SourceRef) -> ChangeEvent:
+        key, offset = source.position.get("key"), int(source.position["offset"])
+        if source.position.get("tombstone"):
+            if not key:
+                raise RecordError("a tombstone (null value) needs a record key: it names the document to delete")
+            return ChangeEvent(doc_id=str(key), op="delete", version=offset, source=source, raw=payload)
+        try:
+            value = json.loads(payload.decode("utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"invalid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise RecordError(f"a record value must be a JSON object, got {type(value).__name__}")
+        if self._schema is not None:
+            self._validate(value)
+        c = self._config
+        if c.doc_id_field or c.text_fields or c.version_field:
+            value = self._mapped(value)
+        value.setdefault("doc_id", key)
+        value.setdefault("version", offset)
+        try:
+            return ChangeEvent.model_validate({**value, "source": source, "raw": payload})
+        except ValidationError as exc:
+            raise RecordError(f"invalid change event: {summarise(exc)}") from exc
+
+    def _validate(self, value: dict[str, Any]) -> None:
+        import jsonschema
+
+        try:
+            jsonschema.validate(value, self._schema)
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "value"
+            raise RecordError(f"JSON Schema: {where}: {exc.message}") from exc
+
+    def _mapped(self, value: dict[str, Any]) -> dict[str, Any]:
+        """Another JSON shape (a product event, say) as a ChangeEvent dict."""
+        c = self._config
+        event: dict[str, Any] = {"op": "delete" if str(value.get("op", "upsert")).lower() == "delete" else "upsert"}
+        if c.doc_id_field:
+            doc_id = _get(value, c.doc_id_field)
+            if doc_id is not None:
+                event["doc_id"] = str(doc_id)
+        if c.version_field:
+            event["version"] = _get(value, c.version_field)
+        texts = [str(t) for t in (_get(value, f) for f in c.text_fields) if t not in (None, "")]
+        if event["op"] == "upsert":
+            event["text"] = "\n\n".join(texts) if texts else value.get("text")
+        event["metadata"] = {k: v for k, v in value.items() if k not in set(c.text_fields) | {"op"}}
+        return event
+
+
+# --- committing ----------------------------------------------------------------------------------------------
+
+class _Commit(beam.DoFn):
+    """Per partition: commits the offset after the highest read record whose predecessors (among the records
+    this run read) are all finished; never moves a committed offset backwards."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._acked = counters.counter(counters.RECORDS_ACKNOWLEDGED)
+
+    def setup(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(self._config.client_settings())
+
+    def teardown(self) -> None:
+        self._consumer.close()
+
+    def process(self, keyed: tuple[tuple[str, int], dict[str, list[int]]]) -> Iterator[Any]:
+        from confluent_kafka import TopicPartition
+
+        (topic, partition), groups = keyed
+        done = set(groups["done"])
+        finished = None
+        count = 0
+        for offset in sorted(set(groups["read"])):
+            if offset not in done:
+                break
+            finished, count = offset, count + 1
+        if finished is None:
+            return
+        (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        if finished + 1 > committed.offset:
+            self._consumer.commit(offsets=[TopicPartition(topic, partition, finished + 1)], asynchronous=False)
+        self._acked.inc(count)
+        yield topic, partition, finished + 1
+
+
+def _partition_offset(ref: SourceRef) -> tuple[tuple[str, int], int]:
+    return (str(ref.position["topic"]), int(ref.position["partition"])), int(ref.position["offset"])
+
+
+class CommitOffsets(beam.PTransform):
+    """Commits each partition's finished offsets to the consumer group (once the run's records are done)."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, refs: dict[str, beam.PCollection]) -> Any:
+        ours = lambda r: r.system == SYSTEM  # noqa: E731
+        keyed = {name: (refs[name] | f"Kafka{name}" >> beam.Filter(ours)
+                        | f"ByPartition{name}" >> beam.Map(_partition_offset)) for name in ("done", "read")}
+        return keyed | "JoinByPartition" >> beam.CoGroupByKey() | "Commit" >> beam.ParDo(_Commit(self._config))
+
+
+# --- dead letters to a topic ---------------------------------------------------------------------------------
+
+class ProduceDeadLetters(beam.DoFn):
+    """Produces each dead letter to `topic`: the original key and value, with Kafka Connect style headers
+    (`__connect.errors.topic/partition/offset/exception.class.name/exception.message`) and the stage."""
+
+    def __init__(self, config: KafkaConfig, topic: str) -> None:
+        self._config = config
+        self._topic = topic
+
+    def setup(self) -> None:
+        from confluent_kafka import Producer
+
+        settings = {k: v for k, v in self._config.client_settings().items()
+                    if k not in ("group.id", "enable.auto.commit", "enable.partition.eof")}
+        self._producer = Producer(settings)
+
+    def process(self, letter: DeadLetter) -> None:
+        position = letter.source.position if letter.source else {}
+        headers = [("__connect.errors.topic", str(position.get("topic", ""))),
+                   ("__connect.errors.partition", str(position.get("partition", ""))),
+                   ("__connect.errors.offset", str(position.get("offset", ""))),
+                   ("__connect.errors.exception.class.name", letter.error_type),
+                   ("__connect.errors.exception.message", letter.error[:1000]),
+                   ("__connect.errors.stage", letter.stage)]
+        key = position.get("key")
+        value = None if position.get("tombstone") else letter.original_payload()
+        self._producer.produce(self._topic, key=str(key).encode() if key is not None else None, value=value,
+                               headers=headers)
+        self._producer.poll(0)
+
+    def finish_bundle(self) -> None:
+        remaining = self._producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"{remaining} dead letters not delivered to Kafka topic {self._topic}")
