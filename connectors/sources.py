@@ -41,6 +41,11 @@ class SourceConfig(BaseModel):
         """`{"done": refs, "read": refs}` → acknowledges the finished records; None when nothing to do."""
         return None
 
+    @property
+    def unbounded(self) -> bool:
+        """Whether the source never ends (streaming runners): the graph then works in fixed windows."""
+        return False
+
     def check(self) -> None:
         """Raise `SourceConfigError` at start-up when the source cannot be used."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam.transforms.window import FixedWindows
 
 from connectors.base import DEAD_LETTERS, TO_EMBED, PlanDocumentWrites, WriteDocuments
 from connectors.kafka import KafkaConfig, ProduceDeadLetters
@@ -38,7 +39,10 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     source = config.source
     if source is not None:
         read = p | "ReadSource" >> source.read()
-        parsed = read.records | "Parse" >> ParseChangeEvents(source.parser())
+        records = read.records
+        if source.unbounded:  # streaming: latest-per-document, joins and files work per window
+            records = records | "Window" >> beam.WindowInto(FixedWindows(config.window_seconds))
+        parsed = records | "Parse" >> ParseChangeEvents(source.parser())
     elif config.input_is_folder:
         read = p | "ReadFolder" >> ReadDocumentFolder(config.input)
         parsed = read.records | "Parse" >> ParseChangeEvents(parse_document_file)
@@ -64,7 +68,9 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     settled = tuple(outcomes) | "AllSinkOutcomes" >> beam.Flatten() | "SettleEvents" >> SettleEvents()
     dead_letters = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], planned[DEAD_LETTERS], assembled[DEAD_LETTERS],
                      *sink_dead_letters) | "AllDeadLetters" >> beam.Flatten())
-    _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(config.dead_letters)
+    streaming = source is not None and source.unbounded
+    _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
+        config.dead_letters, config.window_seconds if streaming else 0)
     if isinstance(source, KafkaConfig) and source.dead_letter_topic:
         _ = dead_letters | "DeadLettersToKafka" >> beam.ParDo(ProduceDeadLetters(source, source.dead_letter_topic))
     acknowledge = source.acknowledge() if source is not None else None

@@ -21,14 +21,15 @@ from connectors.kafka import KafkaConfig
 from connectors.mongodb import MongoConfig
 from connectors.pgvector import PgVectorConfig
 from connectors.pinecone import PineconeConfig
+from connectors.pubsub import PubSubConfig
 from connectors.qdrant import DEFAULT_PATH, QdrantConfig
 from connectors.redis_streams import RedisStreamConfig
 from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
 SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
-StreamSource = Annotated[Union[RedisStreamConfig, KafkaConfig], Field(discriminator="type")]
-SOURCES = ("changelog", "redis", "kafka")
+StreamSource = Annotated[Union[RedisStreamConfig, KafkaConfig, PubSubConfig], Field(discriminator="type")]
+SOURCES = ("changelog", "redis", "kafka", "pubsub")
 
 
 class SyncConfig(BaseModel):
@@ -46,6 +47,8 @@ class SyncConfig(BaseModel):
     chunk_overlap: int = Field(default=DEFAULT_CHUNK_OVERLAP, ge=0)
     batch_size: int = Field(default=64, ge=1)
     lookup_batch_size: int = Field(default=256, ge=1)
+    window_seconds: int = Field(default=10, ge=1)
+    """Window length for unbounded sources on streaming runners."""
     dead_letters: str = "./dead_letters.jsonl"
     summary_json: Optional[str] = None
 
@@ -82,14 +85,15 @@ _CREATE_FIELD = {"qdrant": "create_collection", "pgvector": "create_table", "mon
 _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "redis_url": ("redis", "url"), "redis_stream": ("redis", "stream"), "redis_group": ("redis", "group"),
     "redis_consumer": ("redis", "consumer"), "redis_claim_idle_ms": ("redis", "claim_idle_ms"),
-    "max_records": ("redis", "max_records"),
+    "max_records": ("redis", "max_records"), "pubsub_max_records": ("pubsub", "max_records"),
+    "pubsub_subscription": ("pubsub", "subscription"), "pubsub_native": ("pubsub", "native"),
     "kafka_bootstrap": ("kafka", "bootstrap"), "kafka_topic": ("kafka", "topics"), "kafka_group": ("kafka", "group"),
     "kafka_stop_at_end": ("kafka", "stop_at_end"), "kafka_json_schema": ("kafka", "json_schema"),
     "doc_id_field": ("kafka", "doc_id_field"), "text_fields": ("kafka", "text_fields"),
     "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
-_GENERAL = ("input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size",
+_GENERAL = ("input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size", "window_seconds",
             "dead_letters", "summary_json")
 
 
@@ -112,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--redis_claim_idle_ms", type=int,
                      help="claim entries pending on other consumers idle this long (default: 60000)")
     src.add_argument("--max_records", type=int, help="--source redis stops after this many records")
+    src.add_argument("--pubsub_subscription", help="projects/P/subscriptions/S for --source pubsub")
+    src.add_argument("--pubsub_native", action="store_true", default=None,
+                     help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
+    src.add_argument("--pubsub_max_records", type=int, help="--source pubsub stops after this many messages")
     src.add_argument("--kafka_bootstrap", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     src.add_argument("--kafka_topic", type=_comma_list, help="topic(s) to read, comma-separated")
     src.add_argument("--kafka_group", help="consumer group whose committed offsets the run starts from and commits")
@@ -156,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--batch_size", type=int, help="chunks per embedding batch (default: 64)")
     emb.add_argument("--lookup_batch_size", type=int,
                      help="documents per store look-up (what the stores hold for them; default: 256)")
+    src.add_argument("--window_seconds", type=int, help="window length for unbounded sources on streaming runners (default: 10)")
     out = parser.add_argument_group("output")
     out.add_argument("--dead_letters", help="dead-letter JSONL file (default: ./dead_letters.jsonl)")
     out.add_argument("--summary_json", help="also write the run summary as JSON here")

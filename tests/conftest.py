@@ -213,3 +213,37 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, Any]]) -> N
         producer.produce(topic, key=key.encode() if isinstance(key, str) else key,
                          value=data.encode() if isinstance(data, str) else data)
     assert producer.flush(10) == 0
+
+
+PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory):
+    """Google's Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator, shipped on this image) on
+    127.0.0.1; `PUBSUB_EMULATOR_HOST` is set for the session. Skipped, with the reason, where it is missing."""
+    import subprocess
+    import time
+
+    emulator = Path(os.environ.get("PUBSUB_EMULATOR_BIN", PUBSUB_EMULATOR))
+    if not emulator.exists():
+        pytest.skip(f"Pub/Sub emulator not installed ({emulator}; Debian package google-cloud-cli-pubsub-emulator)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("pubsub") / "emulator.log"
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(log.parent)}
+    proc = subprocess.Popen([str(emulator), "--host=127.0.0.1", f"--port={port}"], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 60
+    while "Server started" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+        proc.terminate()
+        proc.wait()

@@ -155,13 +155,16 @@ def _dead_letter_line(letter: DeadLetter) -> str:
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Writes every dead letter as one JSON line to `path` (one file, replaced on each run)."""
+    """Writes every dead letter as one JSON line to `path` (one file, replaced on each run); with
+    `streaming_frequency` (unbounded sources), to files `path-<window>-<shard>` every that many seconds."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, streaming_frequency: int = 0) -> None:
         super().__init__()
         self._path = path
+        self._frequency = streaming_frequency
 
     def expand(self, letters: beam.PCollection) -> Any:
-        return (letters
-                | "ToJson" >> beam.Map(_dead_letter_line)
-                | "WriteJsonl" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1))
+        lines = letters | "ToJson" >> beam.Map(_dead_letter_line)
+        if self._frequency:
+            return lines | "WriteJsonlFiles" >> beam.io.WriteToText(self._path, triggering_frequency=self._frequency)
+        return lines | "WriteJsonl" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
