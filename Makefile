@@ -45,8 +45,13 @@ run: venv
 
 # Servers the tests start themselves (on 127.0.0.1, stopped afterwards): redis-server from Debian.
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
-services:
+# Azurite (Azure Blob + Queue emulator) from npm into .tools/; Node.js and npm come from Debian when missing.
+services: .tools/node_modules/.bin/azurite
 	@command -v redis-server >/dev/null || { $(APT_GET) update -q && $(APT_GET) install -y -q redis-server; }
+
+.tools/node_modules/.bin/azurite:
+	@command -v npm >/dev/null || { $(APT_GET) update -q && $(APT_GET) install -y -q nodejs npm; }
+	mkdir -p .tools && npm install --prefix .tools --silent --no-audit --no-fund azurite@3.35.0
 
 test: dev $(MONGOECO_VENV)/.installed services
 	$(PY) -m pytest -q tests
@@ -55,4 +60,4 @@ bench: dev
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(MONGOECO_VENV) .vector_store dead_letters.jsonl *.egg-info
+	rm -rf $(VENV) $(MONGOECO_VENV) .tools .vector_store dead_letters.jsonl *.egg-info

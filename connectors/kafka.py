@@ -23,6 +23,7 @@ from typing import Any, Iterator, Literal, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
 from pydantic import Field, ValidationError
@@ -69,6 +70,10 @@ class KafkaConfig(SourceConfig):
 
     def acknowledge(self) -> beam.PTransform:
         return CommitOffsets(self)
+
+    @property
+    def unbounded(self) -> bool:
+        return not self.stop_at_end
 
     def check(self) -> None:
         from confluent_kafka import Consumer
@@ -150,7 +155,10 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
         self._consumer.close()
 
     def process(self, element: tuple[str, int],
-                tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam()) -> Iterator[Any]:
+                tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(),
+                watermark: Any = beam.DoFn.WatermarkEstimatorParam(
+                    MonotonicWatermarkEstimator.default_provider())) -> Iterator[Any]:
+        """Claims each record's offset and outputs it at its Kafka timestamp (the watermark follows them)."""
         from confluent_kafka import KafkaError, TopicPartition
 
         topic, partition = element
@@ -188,6 +196,17 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
             self._consumer.unassign()
 
 
+class _ReadPartitionUnbounded(_ReadPartition):
+    """The same read without an end offset: its output is unbounded (streaming runners)."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(self, element: tuple[str, int],
+                tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(),
+                watermark: Any = beam.DoFn.WatermarkEstimatorParam(
+                    MonotonicWatermarkEstimator.default_provider())) -> Iterator[Any]:
+        yield from super().process(element, tracker, watermark)
+
+
 def _raw_record(message: Any) -> RawRecord:
     key = message.key()
     position: dict[str, Union[str, int]] = {"topic": message.topic(), "partition": message.partition(),
@@ -208,7 +227,7 @@ class ReadKafka(beam.PTransform):
         self._config = config
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        reader = _ReadPartition(self._config)
+        reader = _ReadPartition(self._config) if self._config.stop_at_end else _ReadPartitionUnbounded(self._config)
         records = (pbegin
                    | "Impulse" >> beam.Impulse()
                    | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from pydantic import Field, SecretStr
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Literal, Optional
 import apache_beam as beam
 from pydantic import Field
 
-from connectors.sources import BufferedAcknowledger, SourceConfig, SourceConfigError
+from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
 from transforms import counters
 from transforms.types import RawRecord, SourceRef
 
@@ -34,10 +34,14 @@ class PubSubConfig(SourceConfig):
     ack_deadline_s: int = Field(default=600, ge=10, le=600)
 
     def read(self) -> beam.PTransform:
-        return ReadPubSubNative(self) if self.native else PullPubSub(self)
+        return ReadPubSubNative(self) if self.native else ReadWithImpulse(_Pull(self))
 
     def acknowledge(self) -> Optional[beam.PTransform]:
-        return None if self.native else AcknowledgePubSub(self)
+        """Acknowledges every finished message of this subscription (the pull reader only)."""
+        if self.native:
+            return None
+        return AcknowledgeFinished(SYSTEM, "subscription", self.subscription, lambda r: str(r.position["ack_id"]),
+                                   _Ack(self))
 
     @property
     def unbounded(self) -> bool:
@@ -95,24 +99,10 @@ class _Pull(beam.DoFn):
             for m in received:
                 budget -= 1
                 self._read.inc()
+                attributes = {f"attr.{k}": v for k, v in m.message.attributes.items()}  # GCS notifications
                 yield RawRecord(m.message.data, SourceRef(system=SYSTEM, position={
-                    "subscription": c.subscription, "message_id": m.message.message_id, "ack_id": m.ack_id,
-                    "delivery_attempt": m.delivery_attempt}))
-
-
-class PullPubSub(beam.PTransform):
-    """`RawRecord`s (main output `records`) pulled from the subscription; nothing is acknowledged here."""
-
-    def __init__(self, config: PubSubConfig) -> None:
-        super().__init__()
-        self._config = config
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        from transforms.stages import DEAD_LETTERS
-
-        return (pbegin
-                | "Impulse" >> beam.Impulse()
-                | "Pull" >> beam.ParDo(_Pull(self._config)).with_outputs(DEAD_LETTERS, main="records"))
+                    **attributes, "subscription": c.subscription, "message_id": m.message.message_id,
+                    "ack_id": m.ack_id, "delivery_attempt": m.delivery_attempt}))
 
 
 class ReadPubSubNative(beam.PTransform):
@@ -129,8 +119,9 @@ class ReadPubSubNative(beam.PTransform):
 
         def to_record(message: Any) -> RawRecord:
             counters.counter(counters.RECORDS_READ).inc()
+            attributes = {f"attr.{k}": v for k, v in (message.attributes or {}).items()}
             return RawRecord(message.data, SourceRef(system=SYSTEM, position={
-                "subscription": subscription, "message_id": message.message_id or ""}))
+                **attributes, "subscription": subscription, "message_id": message.message_id or ""}))
 
         return (pbegin
                 | "ReadFromPubSub" >> beam.io.ReadFromPubSub(subscription=subscription, with_attributes=True)
@@ -152,20 +143,3 @@ class _Ack(BufferedAcknowledger):
 
     def _ack(self, ack_ids: list[str]) -> None:
         self._subscriber.acknowledge(request={"subscription": self._config.subscription, "ack_ids": ack_ids})
-
-
-class AcknowledgePubSub(beam.PTransform):
-    """Acknowledges every finished message of this subscription."""
-
-    def __init__(self, config: PubSubConfig) -> None:
-        super().__init__()
-        self._config = config
-
-    def expand(self, refs: dict[str, beam.PCollection]) -> Any:
-        subscription = self._config.subscription
-        return (refs["done"]
-                | "ThisSubscription" >> beam.Filter(
-                    lambda r: r.system == SYSTEM and r.position.get("subscription") == subscription)
-                | "AckIds" >> beam.Map(lambda r: str(r.position["ack_id"]))
-                | "Dedup" >> beam.Distinct()
-                | "Ack" >> beam.ParDo(_Ack(self._config)))

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Literal, Optional
 import apache_beam as beam
 from pydantic import Field, SecretStr
 
-from connectors.sources import BufferedAcknowledger, SourceConfig, SourceConfigError
+from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
 from transforms import counters
 from transforms.stages import DEAD_LETTERS
 from transforms.types import DeadLetter, RawRecord, SourceRef
@@ -48,10 +48,11 @@ class RedisStreamConfig(SourceConfig):
     max_records: Optional[int] = Field(default=None, ge=1)
 
     def read(self) -> beam.PTransform:
-        return ReadRedisStream(self)
+        return ReadWithImpulse(_ReadEntries(self))
 
     def acknowledge(self) -> beam.PTransform:
-        return AcknowledgeRedis(self)
+        """XACKs every finished entry of this stream."""
+        return AcknowledgeFinished(SYSTEM, "stream", self.stream, lambda r: str(r.position["id"]), _XAck(self))
 
     def check(self) -> None:
         try:
@@ -155,19 +156,6 @@ def _id(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class ReadRedisStream(beam.PTransform):
-    """`RawRecord`s (main output `records`) and `dead_letters` (stage `read`) from one consumer group."""
-
-    def __init__(self, config: RedisStreamConfig) -> None:
-        super().__init__()
-        self._config = config
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        return (pbegin
-                | "Impulse" >> beam.Impulse()
-                | "ReadEntries" >> beam.ParDo(_ReadEntries(self._config)).with_outputs(DEAD_LETTERS, main="records"))
-
-
 class _XAck(BufferedAcknowledger):
     def __init__(self, config: RedisStreamConfig) -> None:
         super().__init__()
@@ -181,19 +169,3 @@ class _XAck(BufferedAcknowledger):
 
     def _ack(self, entry_ids: list[str]) -> None:
         self._client.xack(self._config.stream, self._config.group, *entry_ids)
-
-
-class AcknowledgeRedis(beam.PTransform):
-    """XACKs every finished entry of this stream."""
-
-    def __init__(self, config: RedisStreamConfig) -> None:
-        super().__init__()
-        self._config = config
-
-    def expand(self, refs: dict[str, beam.PCollection]) -> Any:
-        stream = self._config.stream
-        return (refs["done"]
-                | "ThisStream" >> beam.Filter(lambda r: r.system == SYSTEM and r.position.get("stream") == stream)
-                | "EntryIds" >> beam.Map(lambda r: str(r.position["id"]))
-                | "Dedup" >> beam.Distinct()
-                | "XAck" >> beam.ParDo(_XAck(self._config)))

@@ -83,3 +83,70 @@ class BufferedAcknowledger(beam.DoFn):
         if refs:
             self._ack(refs)
             self._acked.inc(len(refs))
+
+
+class ReadWithImpulse(beam.PTransform):
+    """A bounded reader DoFn run once from an Impulse: outputs `records` and `dead_letters`."""
+
+    def __init__(self, reader: beam.DoFn) -> None:
+        super().__init__()
+        self._reader = reader
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        from transforms.stages import DEAD_LETTERS
+
+        return (pbegin
+                | "Impulse" >> beam.Impulse()
+                | "Read" >> beam.ParDo(self._reader).with_outputs(DEAD_LETTERS, main="records"))
+
+
+class AcknowledgeFinished(beam.PTransform):
+    """Finished refs of `system` whose `position[scope_field] == scope` → their ack handles (`handle(ref)`,
+    each once) → `acknowledger`."""
+
+    def __init__(self, system: str, scope_field: str, scope: str, handle: Callable[[SourceRef], Any],
+                 acknowledger: BufferedAcknowledger) -> None:
+        super().__init__()
+        self._system, self._field, self._scope = system, scope_field, scope
+        self._handle = handle
+        self._acknowledger = acknowledger
+
+    def expand(self, refs: dict[str, beam.PCollection]) -> Any:
+        system, field, scope = self._system, self._field, self._scope
+        return (refs["done"]
+                | "Ours" >> beam.Filter(lambda r: r.system == system and r.position.get(field) == scope)
+                | "Handles" >> beam.Map(self._handle)
+                | "Dedup" >> beam.Distinct()
+                | "Acknowledge" >> beam.ParDo(self._acknowledger))
+
+
+def whole_record(ref: SourceRef) -> SourceRef:
+    """The ref of the record a part came from (a record holding several events is split into parts)."""
+    if "part_count" not in ref.position:
+        return ref
+    position = {k: v for k, v in ref.position.items() if k not in ("part", "part_count")}
+    return ref.model_copy(update={"position": position})
+
+
+def _record_key(ref: SourceRef) -> str:
+    import json
+
+    return json.dumps([ref.system, sorted(whole_record(ref).position.items())])
+
+
+class _CompleteRecords(beam.DoFn):
+    def process(self, keyed: tuple[str, Iterable[SourceRef]]) -> Iterator[SourceRef]:
+        refs = list(keyed[1])
+        count = refs[0].position.get("part_count")
+        if count is None or len({r.position.get("part") for r in refs}) >= int(count):
+            yield whole_record(refs[0])
+
+
+class FinishedRecords(beam.PTransform):
+    """Finished refs → one ref per record whose every part (every event it held) is finished."""
+
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        return (refs
+                | "ByRecord" >> beam.Map(lambda r: (_record_key(r), r))
+                | "GroupParts" >> beam.GroupByKey()
+                | "WhenComplete" >> beam.ParDo(_CompleteRecords()))

@@ -1,5 +1,5 @@
-"""The whole sync graph, top to bottom: source (change-log, folder or stream) → parse → latest per document
-→ plan against every store → embed (RunInference) → assemble → write to each sink → settle each event;
+"""The whole sync graph, top to bottom: source (change-log, folder or stream) → parse (change events or
+storage notifications) → latest per document → fetch object content → plan against every store → embed (RunInference) → assemble → write to each sink → settle each event;
 every stage's dead letters go to one file, and a streaming source acknowledges each record once it is
 finished."""
 from __future__ import annotations
@@ -11,6 +11,9 @@ from apache_beam.transforms.window import FixedWindows
 
 from connectors.base import DEAD_LETTERS, TO_EMBED, PlanDocumentWrites, WriteDocuments
 from connectors.kafka import KafkaConfig, ProduceDeadLetters
+from connectors.objects import FetchContent
+from connectors.sources import FinishedRecords
+from transforms.notifications import NotificationParser
 from connectors.changelog import ReadChangeLog, ReadDocumentFolder, parse_document_file
 from pipeline.options import SyncConfig
 from transforms.embedding import EmbedChunks, SentenceTransformerHandler
@@ -42,16 +45,20 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
         records = read.records
         if source.unbounded:  # streaming: latest-per-document, joins and files work per window
             records = records | "Window" >> beam.WindowInto(FixedWindows(config.window_seconds))
-        parsed = records | "Parse" >> ParseChangeEvents(source.parser())
+        parser = NotificationParser(config.notifications) if config.notifications else source.parser()
+        parsed = records | "Parse" >> ParseChangeEvents(parser)
     elif config.input_is_folder:
         read = p | "ReadFolder" >> ReadDocumentFolder(config.input)
         parsed = read.records | "Parse" >> ParseChangeEvents(parse_document_file)
     else:
         read = p | "ReadChangeLog" >> ReadChangeLog(config.input)
-        parsed = read.records | "Parse" >> ParseChangeEvents(parse_or_dead_letter)
+        parser = NotificationParser(config.notifications) if config.notifications else parse_or_dead_letter
+        parsed = read.records | "Parse" >> ParseChangeEvents(parser)
     latest = parsed.events | "LatestPerDocument" >> LatestPerDocument()
     stores = config.stores
-    planned = latest.winners | "PlanAgainstStores" >> beam.ParDo(PlanDocumentWrites(
+    fetched = latest.winners | "FetchContent" >> beam.ParDo(FetchContent(config.fetch)).with_outputs(
+        SUPERSEDED, DEAD_LETTERS, main="events")
+    planned = fetched.events | "PlanAgainstStores" >> beam.ParDo(PlanDocumentWrites(
         stores, model.path, model.model_id, config.chunk_size, config.chunk_overlap,
         config.lookup_batch_size)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
     embedded = planned[TO_EMBED] | "Embed" >> EmbedChunks(SentenceTransformerHandler(
@@ -66,7 +73,8 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
         outcomes.append(written.outcomes)
         sink_dead_letters.append(written[DEAD_LETTERS])
     settled = tuple(outcomes) | "AllSinkOutcomes" >> beam.Flatten() | "SettleEvents" >> SettleEvents()
-    dead_letters = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], planned[DEAD_LETTERS], assembled[DEAD_LETTERS],
+    dead_letters = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], fetched[DEAD_LETTERS], planned[DEAD_LETTERS],
+                     assembled[DEAD_LETTERS],
                      *sink_dead_letters) | "AllDeadLetters" >> beam.Flatten())
     streaming = source is not None and source.unbounded
     _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
@@ -77,10 +85,12 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     if acknowledge is not None:  # every record read ends here once applied, superseded or dead-lettered
         done = ((settled | "SettledRefs" >> beam.Map(lambda o: o.event.source),
                  latest[SUPERSEDED] | "LatestLoserRefs" >> beam.Map(lambda e: e.source),
+                 fetched[SUPERSEDED] | "ObjectGoneRefs" >> beam.Map(lambda e: e.source),
                  planned[SUPERSEDED] | "PlannedSupersededRefs" >> beam.Map(lambda e: e.source),
                  dead_letters | "DeadLetterRefs" >> beam.Map(lambda d: d.source))
                 | "AllFinished" >> beam.Flatten()
-                | "WithSource" >> beam.Filter(lambda ref: ref is not None))
+                | "WithSource" >> beam.Filter(lambda ref: ref is not None)
+                | "WholeRecords" >> FinishedRecords())
         _ = ({"done": done, "read": read.records | "ReadRefs" >> beam.Map(lambda r: r.source)}
              | "Acknowledge" >> acknowledge)
     return settled

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from pydantic import ValidationError
 
 from connectors.base import StoreConfigError
@@ -72,12 +72,20 @@ def check_input(config: SyncConfig) -> None:
         raise StartupError(f"--input {config.input}: no file matches (give a JSONL file, a glob or a folder)")
 
 
+LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
+
+
 def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
     direct = options.view_as(DirectOptions)
     embedded = any(isinstance(s, QdrantConfig) and s.path for s in config.stores)
     if embedded and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
         raise StartupError("the embedded Qdrant store (--qdrant_path) allows one process; use one worker or "
                            "--qdrant_url with --direct_running_mode=multi_processing")
+    runner = (options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1]
+    if config.source is not None and config.source.unbounded and runner in LOCAL_RUNNERS:
+        raise StartupError(f"an unbounded source never finishes on {runner} (it runs in batch mode here): add "
+                           "--kafka_stop_at_end for one bounded run, or --follow SECONDS for successive bounded "
+                           "runs; unbounded reading is for streaming runners (Flink, Dataflow)")
 
 
 def prepare_stores(config: SyncConfig, model: ResolvedModel) -> None:
@@ -149,12 +157,44 @@ def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
     return summary
 
 
+def follow_seconds(argv: Sequence[str]) -> Optional[float]:
+    """`--follow SECONDS` (continuous sync by successive bounded runs), removed from `argv` by the caller."""
+    for i, arg in enumerate(argv):
+        if arg == "--follow" and i + 1 < len(argv):
+            return float(argv[i + 1])
+        if arg.startswith("--follow="):
+            return float(arg.split("=", 1)[1])
+    return None
+
+
+def without_follow(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--follow":
+            skip = True
+        elif not arg.startswith("--follow="):
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """One run; or, with `--follow SECONDS`, a run every SECONDS after the last one ended (each run reads what
+    arrived since the last acknowledged position, e.g. Kafka runs read to the end offsets seen at start)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = run(argv)
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summary.render())
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pause = follow_seconds(argv)
+    argv = without_follow(argv)
+    if pause is not None and "--kafka_stop_at_end" not in argv:
+        argv.append("--kafka_stop_at_end")  # ignored by the other sources
+    while True:
+        try:
+            summary = run(argv)
+        except StartupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(summary.render(), flush=True)
+        if pause is None:
+            return 0
+        time.sleep(pause)

@@ -15,7 +15,9 @@ from typing import Annotated, Any, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.azure_queue import AzureQueueConfig
 from connectors.base import StoreConfig
+from connectors.objects import FetchConfig
 from connectors.changelog import SAMPLE_CHANGELOG
 from connectors.kafka import KafkaConfig
 from connectors.mongodb import MongoConfig
@@ -28,8 +30,9 @@ from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
 SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
-StreamSource = Annotated[Union[RedisStreamConfig, KafkaConfig, PubSubConfig], Field(discriminator="type")]
-SOURCES = ("changelog", "redis", "kafka", "pubsub")
+StreamSource = Annotated[Union[RedisStreamConfig, KafkaConfig, PubSubConfig, AzureQueueConfig],
+                         Field(discriminator="type")]
+SOURCES = ("changelog", "redis", "kafka", "pubsub", "azure_queue")
 
 
 class SyncConfig(BaseModel):
@@ -40,6 +43,9 @@ class SyncConfig(BaseModel):
     input: str = str(SAMPLE_CHANGELOG)
     source: Optional[StreamSource] = None
     """A streaming source; None reads `input` (a change-log, a glob of them, or a folder)."""
+    notifications: Optional[str] = Field(default=None, pattern="^(auto|eventgrid|gcs|s3)$")
+    """Parse the source's records as object-store notifications (the content is fetched)."""
+    fetch: FetchConfig = FetchConfig()
     sinks: tuple[SinkConfig, ...] = (QdrantConfig(),)
     model: Optional[str] = None
     device: str = "cpu"
@@ -87,13 +93,15 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "redis_consumer": ("redis", "consumer"), "redis_claim_idle_ms": ("redis", "claim_idle_ms"),
     "max_records": ("redis", "max_records"), "pubsub_max_records": ("pubsub", "max_records"),
     "pubsub_subscription": ("pubsub", "subscription"), "pubsub_native": ("pubsub", "native"),
+    "azure_queue": ("azure_queue", "queue"), "azure_connection_string": ("azure_queue", "connection_string"),
+    "azure_queue_max_records": ("azure_queue", "max_records"),
     "kafka_bootstrap": ("kafka", "bootstrap"), "kafka_topic": ("kafka", "topics"), "kafka_group": ("kafka", "group"),
     "kafka_stop_at_end": ("kafka", "stop_at_end"), "kafka_json_schema": ("kafka", "json_schema"),
     "doc_id_field": ("kafka", "doc_id_field"), "text_fields": ("kafka", "text_fields"),
     "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
-_GENERAL = ("input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size", "window_seconds",
+_GENERAL = ("notifications", "input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size", "window_seconds",
             "dead_letters", "summary_json")
 
 
@@ -120,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--pubsub_native", action="store_true", default=None,
                      help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
     src.add_argument("--pubsub_max_records", type=int, help="--source pubsub stops after this many messages")
+    src.add_argument("--azure_queue", help="Azure Storage Queue receiving Event Grid notifications (--source azure_queue)")
+    src.add_argument("--azure_connection_string",
+                     help="Azure Storage connection string for the queue and blob fetches (default: "
+                          "$AZURE_STORAGE_CONNECTION_STRING; never logged)")
+    src.add_argument("--azure_queue_max_records", type=int, help="--source azure_queue stops after this many messages")
+    src.add_argument("--notifications", choices=("auto", "eventgrid", "gcs", "s3"),
+                     help="records are object-store notifications (Event Grid, GCS, S3; auto-detected): "
+                          "the objects are fetched and their text extracted")
+    src.add_argument("--max_document_bytes", type=int, help="larger objects are dead-lettered (default: 20 MiB)")
     src.add_argument("--kafka_bootstrap", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     src.add_argument("--kafka_topic", type=_comma_list, help="topic(s) to read, comma-separated")
     src.add_argument("--kafka_group", help="consumer group whose committed offsets the run starts from and commits")
@@ -164,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--batch_size", type=int, help="chunks per embedding batch (default: 64)")
     emb.add_argument("--lookup_batch_size", type=int,
                      help="documents per store look-up (what the stores hold for them; default: 256)")
+    src.add_argument("--follow", type=float, metavar="SECONDS",
+                     help="continuous sync on one machine: a bounded run, then another SECONDS after it ends, ...")
     src.add_argument("--window_seconds", type=int, help="window length for unbounded sources on streaming runners (default: 10)")
     out = parser.add_argument_group("output")
     out.add_argument("--dead_letters", help="dead-letter JSONL file (default: ./dead_letters.jsonl)")
@@ -210,6 +229,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[s
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     settings["sinks"] = _sink_settings(args, settings.get("sinks"))
+    fetch = dict(settings.get("fetch") or {})
+    if args.max_document_bytes is not None:
+        fetch["max_document_bytes"] = args.max_document_bytes
+    if args.azure_connection_string is not None:
+        fetch["azure_connection_string"] = args.azure_connection_string
+    settings["fetch"] = fetch
     source = _source_settings(args, settings.get("source"))
     if source is not None:
         settings["source"] = source

@@ -112,14 +112,27 @@ def mongo_server():
         yield "mongodb://mongomock.invalid:27017", "tests.mongo_shared:MongoClient", "mongomock"
         return
     proc = subprocess.Popen([str(MONGOECO_PYTHON), str(REPO / "tests" / "mongoeco_server.py")],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("PORT "):
             raise RuntimeError(f"mongoeco server did not start: {line!r}")
         yield f"mongodb://127.0.0.1:{int(line.split()[1])}", "pymongo:MongoClient", "mongoeco"
     finally:
-        proc.kill()
+        stop_process_group(proc)
+
+
+def stop_process_group(proc: Any) -> None:
+    """Stops a server and every process it started (launcher scripts start the real server as a child)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+    except Exception:  # noqa: BLE001 - did not stop in time
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
@@ -175,7 +188,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     proc = subprocess.Popen([binary, "start", "--data-dir", str(tmp_path_factory.mktemp("kafka")), "--host",
                              "127.0.0.1", "--only", "kafka", "--kafka-port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     from confluent_kafka.admin import AdminClient
 
     bootstrap = f"127.0.0.1:{port}"
@@ -189,8 +202,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory):
     try:
         yield bootstrap
     finally:
-        proc.terminate()
-        proc.wait()
+        stop_process_group(proc)
 
 
 def create_topic(bootstrap: str, partitions: int = 3) -> str:
@@ -232,7 +244,7 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp("pubsub") / "emulator.log"
     env = {**os.environ, "CLOUDSDK_CONFIG": str(log.parent)}
     proc = subprocess.Popen([str(emulator), "--host=127.0.0.1", f"--port={port}"], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=env)
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 60
     while "Server started" not in log.read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -245,5 +257,40 @@ def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         else:
             os.environ["PUBSUB_EMULATOR_HOST"] = previous
-        proc.terminate()
-        proc.wait()
+        stop_process_group(proc)
+
+
+AZURITE = REPO / ".tools" / "node_modules" / ".bin" / "azurite"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory):
+    """Azurite (npm `azurite@3`, installed under .tools/ by `make test`) on 127.0.0.1, telemetry off; yields
+    the connection string of its well-known dev account."""
+    import socket
+    import subprocess
+    import time
+
+    if not AZURITE.exists():
+        pytest.skip("Azurite is not installed (make test runs: npm install --prefix .tools azurite@3)")
+    blob, queue, table = free_port(), free_port(), free_port()
+    folder = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen([str(AZURITE), "--silent", "--disableTelemetry", "--location", str(folder), "--blobHost", "127.0.0.1", "--blobPort", str(blob), "--queueHost",
+                             "127.0.0.1", "--queuePort", str(queue), "--tableHost", "127.0.0.1", "--tablePort",
+                             str(table), "--skipApiVersionCheck", "--loose"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    for port in (blob, queue):
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+    try:
+        yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+               f"BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
+               f"QueueEndpoint=http://127.0.0.1:{queue}/devstoreaccount1;")
+    finally:
+        stop_process_group(proc)

@@ -127,3 +127,18 @@ def test_another_json_shape_with_a_schema_and_a_dead_letter_topic(tmp_path: Path
 def test_a_missing_topic_fails_at_start(tmp_path: Path, kafka_bootstrap: str):
     with pytest.raises(StartupError, match="not found"):
         run(kafka_args(kafka_bootstrap, "no-such-topic", tmp_path))
+
+
+def test_unbounded_reading_on_the_direct_runner_is_refused_with_the_way_out(tmp_path: Path, kafka_bootstrap: str):
+    topic = create_topic(kafka_bootstrap)
+    args = [a for a in kafka_args(kafka_bootstrap, topic, tmp_path) if a != "--kafka_stop_at_end"]
+    with pytest.raises(StartupError, match="--follow SECONDS"):
+        run(args)
+
+
+def test_follow_turns_into_successive_bounded_runs():
+    from pipeline.main import follow_seconds, without_follow
+
+    argv = ["--source", "kafka", "--follow", "30", "--kafka_group", "g"]
+    assert follow_seconds(argv) == 30 and without_follow(argv) == ["--source", "kafka", "--kafka_group", "g"]
+    assert follow_seconds(["--follow=2.5"]) == 2.5 and follow_seconds(["--source", "redis"]) is None

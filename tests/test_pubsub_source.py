@@ -4,7 +4,6 @@ ReadFromPubSub path is checked as far as a non-Dataflow machine allows (the pipe
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
