@@ -1,5 +1,6 @@
-"""`python -m bench [--scale S] [--batch_size B]`: raw encode vs the pipeline vs Beam's MLTransform, and a
-5%-changed re-sync vs a full re-embed, on one deterministic corpus. Each path runs in its own process."""
+"""`python -m bench [--scale S] [--batch_size B] [--paths ...]`: raw encode vs the pipeline vs Beam's
+MLTransform, a 5%-changed re-sync vs a full re-embed, and the int8 ONNX backend (raw and in the pipeline,
+with its fidelity to fp32), on one deterministic corpus. Each path runs in its own process."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help=f"corpus size as a multiple of {BASE_DOCS} docs")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--paths", default="raw,pipeline,resync,mltransform")
+    parser.add_argument("--paths", default="raw,pipeline,resync,mltransform,onnx-raw,pipeline-onnx")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     docs = max(10, int(BASE_DOCS * args.scale))
@@ -50,6 +51,10 @@ def main() -> int:
         print(f"re-sync, 5% of documents changed: {rs['seconds']:.1f} s ({rs['chunks']} chunks embedded, "
               f"{rs['chunks_skipped']} skipped) vs full embed {full['seconds']:.1f} s: "
               f"{full['seconds'] / rs['seconds']:.1f}x faster")
+    if "onnx-raw" in results:
+        o = results["onnx-raw"]
+        print(f"onnx-int8 fidelity: mean cosine to fp32 {o['mean_cosine_to_fp32']}, "
+              f"min {o['min_cosine_to_fp32']} (first 512 chunks)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

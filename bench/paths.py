@@ -31,12 +31,36 @@ def raw_encode(docs, model_path: str, batch_size: int, work: Path) -> dict:
     return {"chunks": len(chunks), "tokens": sum(n for _, n in chunks), "seconds": time.perf_counter() - started}
 
 
-def pipeline_run(docs, model_path: str, batch_size: int, work: Path, version: int = 1, store: str = "store") -> dict:
+def onnx_raw_encode(docs, model_path: str, batch_size: int, work: Path) -> dict:
+    """The int8 ONNX backend's encoder over the same chunks (sorted by length, like `encode`), and its
+    fidelity: mean and minimum cosine to the fp32 torch vectors over the first 512 chunks."""
+    import numpy as np
+
+    from transforms.onnx_int8 import OnnxInt8Encoder, ensure_int8_model
+
+    chunks = corpus_chunks(docs, model_path)
+    texts = [t for t, _ in chunks]
+    encoder = OnnxInt8Encoder(ensure_int8_model(model_path, work / "onnx"))
+    encoder.encode(texts[:batch_size])  # warm-up
+    order = sorted(range(len(texts)), key=lambda i: chunks[i][1])
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        encoder.encode([texts[i] for i in order[start:start + batch_size]])
+    seconds = time.perf_counter() - started
+    sample = texts[:512]
+    reference = load_sentence_transformer(model_path).encode(sample, batch_size=batch_size, normalize_embeddings=True)
+    cosines = np.sum(reference * encoder.encode(sample), axis=1)
+    return {"chunks": len(chunks), "tokens": sum(n for _, n in chunks), "seconds": seconds,
+            "mean_cosine_to_fp32": round(float(cosines.mean()), 4), "min_cosine_to_fp32": round(float(cosines.min()), 4)}
+
+
+def pipeline_run(docs, model_path: str, batch_size: int, work: Path, version: int = 1, store: str = "store",
+                 extra: tuple[str, ...] = ()) -> dict:
     from pipeline.main import run
 
     log = write_changelog(work / f"changelog-v{version}.jsonl", docs, version)
     summary = run(["--input", str(log), "--qdrant_path", str(work / store), "--batch_size", str(batch_size),
-                   "--dead_letters", str(work / "dead.jsonl")])
+                   "--dead_letters", str(work / "dead.jsonl"), *extra])
     return {"chunks": summary.chunks_embedded, "tokens": summary.tokens_embedded, "seconds": summary.wall_seconds,
             "chunks_skipped": summary.chunks_skipped, "padding_fraction": round(summary.padding_fraction, 4),
             "accounted": summary.accounted}
@@ -45,6 +69,15 @@ def pipeline_run(docs, model_path: str, batch_size: int, work: Path, version: in
 def pipeline_full(docs, model_path, batch_size, work) -> dict:
     """The pipeline end to end on DirectRunner into a fresh embedded store (model load included)."""
     return pipeline_run(docs, model_path, batch_size, work)
+
+
+def pipeline_onnx(docs, model_path, batch_size, work) -> dict:
+    """The pipeline end to end with `--backend onnx-int8` into a fresh store (the export is cached first)."""
+    from transforms.onnx_int8 import ensure_int8_model
+
+    ensure_int8_model(model_path, work / "onnx")
+    return pipeline_run(docs, model_path, batch_size, work, store="store-onnx",
+                        extra=("--backend", "onnx-int8", "--onnx_cache", str(work / "onnx")))
 
 
 def resync(docs, model_path, batch_size, work) -> dict:
@@ -72,7 +105,8 @@ def mltransform(docs, model_path, batch_size, work) -> dict:
     return {"chunks": len(chunks), "tokens": sum(n for _, n in chunks), "seconds": time.perf_counter() - started}
 
 
-PATHS = {"raw": raw_encode, "pipeline": pipeline_full, "resync": resync, "mltransform": mltransform}
+PATHS = {"raw": raw_encode, "pipeline": pipeline_full, "resync": resync, "mltransform": mltransform,
+         "onnx-raw": onnx_raw_encode, "pipeline-onnx": pipeline_onnx}
 
 
 def main() -> int:

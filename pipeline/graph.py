@@ -5,6 +5,7 @@ finished."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.transforms.window import FixedWindows
@@ -34,6 +35,8 @@ class ResolvedModel:
     path: str
     model_id: str
     dimension: int
+    onnx_folder: Optional[str] = None
+    """The int8 ONNX export when `--backend onnx-int8` (then `model_id` ends with `+onnx-int8`)."""
 
 
 def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> beam.PCollection:
@@ -62,7 +65,7 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
         stores, model.path, model.model_id, config.chunk_size, config.chunk_overlap,
         config.lookup_batch_size)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
     embedded = planned[TO_EMBED] | "Embed" >> EmbedChunks(SentenceTransformerHandler(
-        model.path, batch_size=config.batch_size, device=config.device))
+        model.path, batch_size=config.batch_size, device=config.device, onnx_folder=model.onnx_folder))
     assembled = ({"plans": planned.plans, "vectors": embedded["vectors"], "failures": embedded["failures"]}
                  | "AssembleWrites" >> AssembleDocumentWrites(model.model_id, model.dimension,
                                                               [store.sink_name for store in stores]))

@@ -19,6 +19,7 @@ from connectors.qdrant import QdrantConfig
 from connectors.sources import SourceConfigError
 from pipeline.graph import ResolvedModel, build_graph
 from pipeline.options import SyncConfig, parse_args
+from transforms.onnx_int8 import UnsupportedModelError
 from pipeline.summary import RunSummary, summary_from_metrics
 from transforms.model import (
     ModelNotFoundError,
@@ -37,12 +38,20 @@ class StartupError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=4)
-def resolve(model_arg: Optional[str]) -> ResolvedModel:
-    """The model's local path, fingerprint and dimension (loaded once per process to read the dimension)."""
+def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Optional[str] = None) -> ResolvedModel:
+    """The model's local path, fingerprint and dimension (loaded once per process to read the dimension); for
+    `onnx-int8`, the int8 export (made now from the local model if not cached)."""
     force_offline()
     path = resolve_model(model_arg)
     model = load_sentence_transformer(path, "cpu")
-    return ResolvedModel(path=path, model_id=model_fingerprint(path), dimension=embedding_dimension(model))
+    resolved = ResolvedModel(path=path, model_id=model_fingerprint(path), dimension=embedding_dimension(model))
+    if backend == "torch":
+        return resolved
+    from transforms.onnx_int8 import BACKEND, DEFAULT_CACHE, ensure_int8_model
+
+    folder = ensure_int8_model(path, Path(onnx_cache) if onnx_cache else DEFAULT_CACHE)
+    return ResolvedModel(path=path, model_id=f"{resolved.model_id}+{BACKEND}", dimension=resolved.dimension,
+                         onnx_folder=str(folder))
 
 
 def clear_dead_letters(path: str) -> None:
@@ -135,13 +144,13 @@ def _messages(error: ValidationError) -> str:
 
 def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
     try:
-        model = resolve(config.model)
+        model = resolve(config.model, config.backend, config.onnx_cache)
         options = PipelineOptions(beam_args)
         options.view_as(SetupOptions).save_main_session = False
         check_input(config)
         check_runner(config, options)
         prepare_stores(config, model)
-    except (StoreConfigError, ModelNotFoundError) as exc:
+    except (StoreConfigError, ModelNotFoundError, UnsupportedModelError) as exc:
         raise StartupError(str(exc)) from exc
     clear_dead_letters(config.dead_letters)
     started = time.monotonic()

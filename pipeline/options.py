@@ -49,6 +49,8 @@ class SyncConfig(BaseModel):
     sinks: tuple[SinkConfig, ...] = (QdrantConfig(),)
     model: Optional[str] = None
     device: str = "cpu"
+    backend: str = Field(default="torch", pattern="^(torch|onnx-int8)$")
+    onnx_cache: Optional[str] = None
     chunk_size: Optional[int] = Field(default=None, ge=8)
     chunk_overlap: int = Field(default=DEFAULT_CHUNK_OVERLAP, ge=0)
     batch_size: int = Field(default=64, ge=1)
@@ -101,7 +103,7 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
-_GENERAL = ("notifications", "input", "model", "device", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size", "window_seconds",
+_GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size", "window_seconds",
             "dead_letters", "summary_json")
 
 
@@ -174,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--write_batch_bytes", type=int, help="approximate bytes per store write (default: 8 MiB)")
     emb = parser.add_argument_group("embedding")
     emb.add_argument("--model", help="local model folder or locally cached name (default: bundled all-MiniLM-L6-v2)")
+    emb.add_argument("--backend", choices=("torch", "onnx-int8"),
+                     help="embedding backend (default: torch); onnx-int8 exports the model once to an int8 ONNX "
+                          "model and runs it with ONNX Runtime (faster on CPU, vectors within ~1%% of fp32)")
+    emb.add_argument("--onnx_cache", help="folder for the int8 ONNX export (default: ~/.cache/beam-vector-sync/onnx)")
     emb.add_argument("--device", help="torch device for the model (default: cpu; cuda)")
     emb.add_argument("--chunk_size", type=int,
                      help="tokens per chunk (default: the model's max sequence length less special tokens)")

@@ -156,7 +156,7 @@ def checked(make_target: Callable[[Path], Any], work: Path, chunker: TokenChunke
 
 
 @pytest.mark.slow
-@settings(max_examples=examples(15), **PROPERTY_SETTINGS)
+@settings(max_examples=examples(12), **PROPERTY_SETTINGS)
 @given(logs=histories())
 def test_qdrant_matches_latest_versions_for_any_order_duplicates_and_restarts(
         tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, logs: tuple[list, list]):
@@ -172,7 +172,7 @@ def test_pgvector_matches_latest_versions_for_any_order_duplicates_and_restarts(
 
 
 @pytest.mark.slow
-@settings(max_examples=examples(10), **PROPERTY_SETTINGS)
+@settings(max_examples=examples(8), **PROPERTY_SETTINGS)
 @given(logs=histories())
 def test_pinecone_matches_latest_versions_for_any_order_duplicates_and_restarts(
         tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, logs: tuple[list, list]):
@@ -200,7 +200,7 @@ def test_fan_out_keeps_every_sink_equal_to_the_latest_versions(
 
 
 @pytest.mark.slow
-@settings(max_examples=examples(6), **PROPERTY_SETTINGS)
+@settings(max_examples=examples(5), **PROPERTY_SETTINGS)
 @given(logs=histories())
 def test_events_through_redis_streams_end_exactly_in_sync(
         tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, redis_url: str,
@@ -209,7 +209,7 @@ def test_events_through_redis_streams_end_exactly_in_sync(
 
 
 @pytest.mark.slow
-@settings(max_examples=examples(6), **PROPERTY_SETTINGS)
+@settings(max_examples=examples(5), **PROPERTY_SETTINGS)
 @given(logs=histories())
 def test_events_through_kafka_end_exactly_in_sync(
         tmp_path_factory: pytest.TempPathFactory, small_chunker: TokenChunker, kafka_bootstrap: str,

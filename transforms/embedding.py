@@ -1,11 +1,13 @@
 """Batched embedding with Beam `RunInference` and a sentence-transformers `ModelHandler`.
 
-One model per worker process (Beam's shared model handle); batches of exactly `batch_size` chunks except at
+One model per worker process (Beam's shared model handle): torch by default, or the int8 ONNX export
+(`transforms/onnx_int8.py`); batches of exactly `batch_size` chunks except at
 the end of a bundle; vectors are L2-normalised (cosine). A batch that fails to embed sends each of its
 chunks to the `failures` output (keyed by document), so the document is dead-lettered, never half-written.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -29,14 +31,20 @@ class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
     `vector_sync/padded_tokens_in_batches`), so padding waste can be reported."""
 
     def __init__(self, model_path: str, *, batch_size: int = 64, device: str = "cpu",
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, onnx_folder: Optional[str] = None) -> None:
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.model_path = model_path
         self.batch_size = batch_size
         self.device = device
         self.normalize = normalize
+        self.onnx_folder = onnx_folder
 
     def load_model(self) -> Any:
+        """The torch model on `device`, or the exported int8 ONNX model when `onnx_folder` is given."""
+        if self.onnx_folder:
+            from transforms.onnx_int8 import OnnxInt8Encoder
+
+            return OnnxInt8Encoder(Path(self.onnx_folder))
         return load_sentence_transformer(self.model_path, self.device)
 
     def run_inference(self, batch: Sequence[ChunkText], model: Any,
