@@ -1,6 +1,7 @@
 # make run   : create .venv, install, run the default pipeline on the shipped sample into an embedded store
 # make test  : install what the tests need (and start nothing by hand: tests start their own servers)
 # make bench : embedding / end-to-end benchmarks (see bench/RESULTS.md)
+# make plot  : throughput by path and batch size as bench/throughput.png
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -9,7 +10,7 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test bench venv dev clean services
+.PHONY: run test bench plot venv dev clean services
 
 $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,9 @@ test: dev $(MONGOECO_VENV)/.installed services
 
 bench: dev
 	$(PY) -m bench
+
+plot: dev
+	$(PY) -m bench.plot --out bench/throughput.png
 
 clean:
 	rm -rf $(VENV) $(MONGOECO_VENV) .tools .vector_store dead_letters.jsonl *.egg-info
