@@ -136,14 +136,9 @@ class MongoStore(VectorStore):
                     content_hash=c.get("content_hash", ""), model=c.get("model", ""),
                     vector=[float(x) for x in c.get("embedding") or []] or None,
                     chunk_count=int(c.get("chunk_count", 0)), metadata=c.get("metadata") or {}))
-        result = {}
-        for key in set(states) | set(chunks):
-            doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
-            state = states.get(key)
-            versions = [c.version for c in doc_chunks] + ([int(state["version"])] if state else [])
-            result[key] = StoredDocument(version=max(versions), deleted=bool(state and state.get("op") == "delete"),
-                                         chunks=doc_chunks)
-        return result
+        return {key: StoredDocument.assemble(chunks.get(key, ()), *(
+            (states[key]["version"], states[key].get("op")) if key in states else ()))
+            for key in set(states) | set(chunks)}
 
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
         from pymongo import ReplaceOne

@@ -136,14 +136,8 @@ class PgVectorStore(VectorStore):
                 chunks.setdefault((ns, doc), []).append(StoredChunk(
                     str(pid), index, version, chash, model, _as_floats(emb),
                     chunk_count=count, metadata=meta or {}))
-        result = {}
-        for key in set(states) | set(chunks):
-            doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
-            state = states.get(key)
-            versions = [c.version for c in doc_chunks] + ([state[0]] if state else [])
-            result[key] = StoredDocument(version=max(versions), deleted=bool(state and state[1] == "delete"),
-                                         chunks=doc_chunks)
-        return result
+        return {key: StoredDocument.assemble(chunks.get(key, ()), *states.get(key, ()))
+                for key in set(states) | set(chunks)}
 
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
         import numpy as np

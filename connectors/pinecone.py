@@ -146,15 +146,9 @@ class PineconeStore(VectorStore):
         with ThreadPoolExecutor(max_workers=min(self._config.lookup_threads, len(keys))) as pool:
             chunk_lists = list(pool.map(self._read_chunks, keys))
         states = self._read_states(keys)
-        result = {}
-        for key, chunks in zip(keys, chunk_lists):
-            state = states.get(key)
-            if not chunks and state is None:
-                continue
-            versions = [c.version for c in chunks] + ([int(state["version"])] if state else [])
-            result[key] = StoredDocument(version=max(versions), deleted=bool(state and state.get("op") == "delete"),
-                                         chunks=tuple(sorted(chunks, key=lambda c: c.chunk_index)))
-        return result
+        return {key: StoredDocument.assemble(chunks, *(
+            (states[key]["version"], states[key].get("op")) if key in states else ()))
+            for key, chunks in zip(keys, chunk_lists) if chunks or key in states}
 
     def _read_chunks(self, key: DocKey) -> list[StoredChunk]:
         namespace, doc_id = key

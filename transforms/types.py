@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -146,6 +146,16 @@ class StoredDocument:
     @property
     def is_empty(self) -> bool:
         return self.version is None and not self.chunks
+
+    @classmethod
+    def assemble(cls, chunks: Iterable[StoredChunk], state_version: Optional[int] = None,
+                 state_op: Optional[str] = None) -> "StoredDocument":
+        """From a store's chunks and its sync-state row (if any): the version is the highest of both (a
+        crash after the chunks landed but before the state was recorded still counts), deleted when the
+        state is a delete tombstone."""
+        ordered = tuple(sorted(chunks, key=lambda c: c.chunk_index))
+        versions = [c.version for c in ordered] + ([int(state_version)] if state_version is not None else [])
+        return cls(version=max(versions, default=None), deleted=state_op == "delete", chunks=ordered)
 
 
 @dataclass(frozen=True)
