@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from transforms import counters
 from transforms.extract import ExtractionError, extract_text
+from transforms.notifications import azure_blob_location
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.types import ChangeEvent, DeadLetter
@@ -45,24 +46,6 @@ class FetchConfig(BaseModel):
         if self.azure_connection_string is not None:
             return self.azure_connection_string.get_secret_value()
         return os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-
-
-def azure_blob_location(uri: str) -> Optional[tuple[str, str, str]]:
-    """`(account, container, blob)` of an Azure Blob URL, or None for any other URI."""
-    parsed = urlparse(uri)
-    path = unquote(parsed.path).lstrip("/")
-    if parsed.scheme == "azfs":
-        container, _, blob = path.partition("/")
-        return parsed.netloc, container, blob
-    if parsed.scheme in ("http", "https") and parsed.hostname:
-        if parsed.hostname.endswith(".blob.core.windows.net"):
-            container, _, blob = path.partition("/")
-            return parsed.hostname.split(".")[0], container, blob
-        if parsed.hostname in ("127.0.0.1", "localhost"):  # Azurite: /ACCOUNT/CONTAINER/BLOB
-            account, _, rest = path.partition("/")
-            container, _, blob = rest.partition("/")
-            return account, container, blob
-    return None
 
 
 class ObjectFetcher:
@@ -144,7 +127,6 @@ class FetchContent(beam.DoFn):
     def __init__(self, config: FetchConfig) -> None:
         self._config = config
         self._superseded = counters.counter(counters.EVENTS_SUPERSEDED)
-        self._fetched = counters.counter("objects_fetched")
 
     def setup(self) -> None:
         self._fetcher = ObjectFetcher(self._config)
@@ -168,7 +150,6 @@ class FetchContent(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event(
                 "fetch", failure.cause, event, attempts=failure.attempts))
             return
-        self._fetched.inc()
         metadata = {**event.metadata, **{k: v for k, v in details.items() if v is not None}}
         try:
             text = extract_text(uri, data, metadata.get("content_type"))

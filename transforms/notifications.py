@@ -68,6 +68,24 @@ def _event(doc_id: str, op: str, version: int, metadata: dict[str, Any], source:
         raise NotificationError(f"invalid notification: {summarise(exc)}") from exc
 
 
+def azure_blob_location(uri: str) -> Optional[tuple[str, str, str]]:
+    """`(account, container, blob)` of an Azure Blob URL, or None for any other URI."""
+    parsed = urlparse(uri)
+    path = unquote(parsed.path).lstrip("/")
+    if parsed.scheme == "azfs":
+        container, _, blob = path.partition("/")
+        return parsed.netloc, container, blob
+    if parsed.scheme in ("http", "https") and parsed.hostname:
+        if parsed.hostname.endswith(".blob.core.windows.net"):
+            container, _, blob = path.partition("/")
+            return parsed.hostname.split(".")[0], container, blob
+        if parsed.hostname in ("127.0.0.1", "localhost"):  # Azurite: /ACCOUNT/CONTAINER/BLOB
+            account, _, rest = path.partition("/")
+            container, _, blob = rest.partition("/")
+            return account, container, blob
+    return None
+
+
 # --- Azure Event Grid ----------------------------------------------------------------------------------------
 
 AZURE_OPS = {"Microsoft.Storage.BlobCreated": "upsert", "Microsoft.Storage.BlobDeleted": "delete"}
@@ -87,10 +105,7 @@ def from_event_grid(obj: dict[str, Any], source: SourceRef, payload: bytes) -> C
     url, sequencer = data.get("url"), data.get("sequencer")
     if not url or not sequencer:
         raise NotificationError("Event Grid blob event without data.url or data.sequencer")
-    parsed = urlparse(url)
-    container, _, blob = unquote(parsed.path).lstrip("/").partition("/")
-    if parsed.netloc.startswith(("127.0.0.1", "localhost")):  # Azurite: /account/container/blob
-        container, _, blob = blob.partition("/")
+    _, container, blob = azure_blob_location(url) or ("", "", "")
     metadata = {"container": container, "key": blob, "content_type": data.get("contentType"),
                 "size": data.get("contentLength"), "etag": data.get("eTag"), "event_time":
                 obj.get("eventTime") or obj.get("time")}
