@@ -220,8 +220,8 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
     def _handle(self, items: list[tuple[ChangeEvent, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
         keys = list({event.key for event, _, _ in items})
         stored: dict[str, dict[DocKey, StoredDocument]] = {}
-        for name, store in self._stores.items():
-            config = next(c for c in self._configs if c.sink_name == name)
+        for config in self._configs:
+            name, store = config.sink_name, self._stores[config.sink_name]
             try:
                 stored[name], _ = call_with_retries(lambda: store.read_documents(keys), store.is_transient,
                                                     config.retry)
