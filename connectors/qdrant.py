@@ -5,11 +5,15 @@ The sync-state point makes look-ups cheap (by ID, no scan) and a delete leaves a
 older upsert is superseded even after a restart. Writes per batch: widen the chunk-index bound, upsert all
 chunk points, delete the stale chunk IDs read from the store (on a server also every chunk of the document
 with an older version, by filter), then record each document's version. Embedded mode (`path`) shares one client per folder within a process, because
-Qdrant's local storage allows a single client per folder; it is for a single worker process.
+Qdrant's local storage allows a single client per folder; it is for a single worker process. Its SQLite files
+run in WAL mode with `synchronous=NORMAL` (`local_durability: fast`, the default): every write survives a crash
+of the pipeline, and the last few may be lost only if the machine itself loses power, which a replay of the
+unacknowledged input repairs; `local_durability: full` keeps Qdrant's own fsync per point (about 5x slower).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Sequence
@@ -27,9 +31,24 @@ _PENDING = {"version": -1, "op": "pending"}  # the state of a document whose fir
 _local_lock = threading.Lock()
 _local_clients: dict[str, list[Any]] = {}  # resolved path -> [client, users]
 _keep_open = 0  # > 0 while a `local_clients_kept_open()` block runs
+log = logging.getLogger(__name__)
 
 
-def _open_local(path: str) -> Any:
+def _use_fast_local_commits(client: Any) -> None:
+    """WAL journal and `synchronous=NORMAL` on each local collection's SQLite file. qdrant-client's local
+    mode commits once per point, and with its default journal each commit waits for an fsync."""
+    collections = getattr(getattr(client, "_client", None), "collections", None)
+    if not isinstance(collections, dict):
+        log.warning("qdrant-client's local storage layout changed; embedded writes keep one fsync per point")
+        return
+    for collection in collections.values():
+        connection = getattr(getattr(collection, "storage", None), "storage", None)
+        if connection is not None:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _open_local(path: str, fast_commits: bool) -> Any:
     from qdrant_client import QdrantClient
 
     key = str(Path(path).resolve())
@@ -38,6 +57,8 @@ def _open_local(path: str) -> Any:
         if entry is None:
             Path(key).mkdir(parents=True, exist_ok=True)
             entry = _local_clients[key] = [QdrantClient(path=key), 0]
+            if fast_commits:
+                _use_fast_local_commits(entry[0])
         entry[1] += 1
         return entry[0]
 
@@ -83,6 +104,9 @@ class QdrantConfig(StoreConfig):
     api_key: Optional[SecretStr] = None
     collection: str = "documents"
     create_collection: bool = True
+    local_durability: Literal["fast", "full"] = "fast"
+    """Embedded store only: `fast` = SQLite WAL + synchronous=NORMAL (safe when the pipeline crashes; the
+    last writes may be lost on power loss), `full` = one fsync per point."""
 
     @model_validator(mode="after")
     def _one_location(self) -> "QdrantConfig":
@@ -113,7 +137,7 @@ class QdrantStore(VectorStore):
         self._collection = config.collection
         self._state = config.collection + STATE_SUFFIX
         if config.path:
-            self._client = _open_local(config.path)
+            self._client = _open_local(config.path, config.local_durability == "fast")
         else:
             from qdrant_client import QdrantClient
 
@@ -162,6 +186,8 @@ class QdrantStore(VectorStore):
                     f"Qdrant collection {self._collection!r} uses {params.distance} distance; expected Cosine")
         if not self._client.collection_exists(self._state):
             self._client.create_collection(self._state, vectors_config={})
+        if self._config.path and self._config.local_durability == "fast":
+            _use_fast_local_commits(self._client)  # collections created just now
 
     def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
         """Look-ups by ID only (no collection scan): each document's sync-state point gives its version and

@@ -65,7 +65,8 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
         stores, model.path, model.model_id, config.chunk_size, config.chunk_overlap,
         config.lookup_batch_size)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
     embedded = planned[TO_EMBED] | "Embed" >> EmbedChunks(SentenceTransformerHandler(
-        model.path, batch_size=config.batch_size, device=config.device, onnx_folder=model.onnx_folder))
+        model.path, batch_size=config.batch_size, device=config.device, onnx_folder=model.onnx_folder,
+        call_cost_tokens=config.call_cost_tokens))
     assembled = ({"plans": planned.plans, "vectors": embedded["vectors"], "failures": embedded["failures"]}
                  | "AssembleWrites" >> AssembleDocumentWrites(model.model_id, model.dimension,
                                                               [store.sink_name for store in stores]))

@@ -27,6 +27,7 @@ from connectors.pubsub import PubSubConfig
 from connectors.qdrant import DEFAULT_PATH, QdrantConfig
 from connectors.redis_streams import RedisStreamConfig
 from transforms.chunking import DEFAULT_CHUNK_OVERLAP
+from transforms.embedding import DEFAULT_CALL_COST_TOKENS
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
 SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
@@ -54,6 +55,9 @@ class SyncConfig(BaseModel):
     chunk_size: Optional[int] = Field(default=None, ge=8)
     chunk_overlap: int = Field(default=DEFAULT_CHUNK_OVERLAP, ge=0)
     batch_size: int = Field(default=64, ge=1)
+    call_cost_tokens: int = Field(default=DEFAULT_CALL_COST_TOKENS, ge=0)
+    """A batch of mixed lengths is split into model calls where that saves more padded token slots than this
+    per extra call (`transforms.embedding.padding_aware_groups`)."""
     lookup_batch_size: int = Field(default=256, ge=1)
     window_seconds: int = Field(default=10, ge=1)
     """Window length for unbounded sources on streaming runners."""
@@ -83,6 +87,7 @@ class SyncConfig(BaseModel):
 # Flags that set a sink's field: flag → (sink type, field). Read from the environment where noted.
 _SINK_FLAGS: dict[str, tuple[str, str]] = {
     "qdrant_path": ("qdrant", "path"), "qdrant_url": ("qdrant", "url"), "collection": ("qdrant", "collection"),
+    "qdrant_local_durability": ("qdrant", "local_durability"),
     "pg_dsn": ("pgvector", "dsn"), "pg_table": ("pgvector", "table"),
     "pinecone_index_host": ("pinecone", "index_host"), "pinecone_namespace": ("pinecone", "namespace"),
     "mongo_uri": ("mongodb", "uri"), "mongo_db": ("mongodb", "database"),
@@ -103,7 +108,7 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
-_GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap", "batch_size", "lookup_batch_size", "window_seconds",
+_GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap", "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds",
             "dead_letters", "summary_json")
 
 
@@ -160,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--qdrant_api_key_env", default="QDRANT_API_KEY",
                       help="environment variable holding the Qdrant API key (never logged)")
     sink.add_argument("--collection", help="Qdrant collection (default: documents)")
+    sink.add_argument("--qdrant_local_durability", choices=("fast", "full"),
+                      help="embedded store: 'fast' (default; SQLite WAL, safe if the pipeline crashes, the last "
+                           "writes may be lost on power loss) or 'full' (an fsync per point, about 5x slower writes)")
     sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector (default: $PG_DSN; never logged)")
     sink.add_argument("--pg_table", help="pgvector table (default: documents)")
     sink.add_argument("--pinecone_index_host", help="Pinecone index host (default: $PINECONE_INDEX_HOST); "
@@ -185,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tokens per chunk (default: the model's max sequence length less special tokens)")
     emb.add_argument("--chunk_overlap", type=int, help=f"tokens shared by neighbours (default: {DEFAULT_CHUNK_OVERLAP})")
     emb.add_argument("--batch_size", type=int, help="chunks per embedding batch (default: 64)")
+    emb.add_argument("--call_cost_tokens", type=int,
+                     help="split a batch of mixed lengths into model calls where each extra call saves more than "
+                          f"this many padded token slots (default: {DEFAULT_CALL_COST_TOKENS}; 0 = one call per "
+                          "length, a large value = never split; raise it on a GPU)")
     emb.add_argument("--lookup_batch_size", type=int,
                      help="documents per store look-up (what the stores hold for them; default: 256)")
     src.add_argument("--follow", type=float, metavar="SECONDS",

@@ -178,3 +178,30 @@ def test_a_folder_file_that_vanished_after_the_listing_is_dead_lettered_not_a_cr
     letter = out.value
     assert out.tag == "dead_letters" and letter.stage == "read" and letter.error_type == "FileNotFoundError"
     assert letter.source.position == {"file": str(tmp_path / "gone.md"), "doc_id": "gone.md"}
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from connectors.qdrant import QdrantConfig
+from qdrant_client import models
+store = QdrantConfig(path=sys.argv[1], local_durability=sys.argv[2]).create_store()
+store.ensure_ready(3)
+for i in range(40):
+    store.client.upsert("documents", points=[models.PointStruct(id=i, vector=[1.0, i, 2.0], payload={"i": i})])
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint
+"""
+
+
+@pytest.mark.parametrize("durability, journal", [("fast", "wal"), ("full", "delete")])
+def test_embedded_writes_survive_a_killed_process_in_either_durability_mode(tmp_path: Path, durability: str,
+                                                                           journal: str):
+    import sqlite3
+
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "store"), durability], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    database = tmp_path / "store" / "collection" / "documents" / "storage.sqlite"
+    with sqlite3.connect(database) as connection:  # opening replays the WAL, as Qdrant's own open does
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == journal
+    points = read_points(tmp_path / "store")
+    assert sorted(p["i"] for p in points.values()) == list(range(40))

@@ -1,14 +1,18 @@
 """Batched embedding with Beam `RunInference` and a sentence-transformers `ModelHandler`.
 
 One model per worker process (Beam's shared model handle): torch by default, or the int8 ONNX export
-(`transforms/onnx_int8.py`); batches of exactly `batch_size` chunks except at
-the end of a bundle; vectors are L2-normalised (cosine). A batch that fails to embed sends each of its
+(`transforms/onnx_int8.py`); RunInference batches hold exactly `batch_size` chunks except at the end of a
+bundle, and each batch is run as one or more model calls of similar lengths (`padding_aware_groups`), so a
+batch that mixes short and long chunks does not pad every short one to the longest; vectors are
+L2-normalised (cosine). Python's cyclic garbage collector is paused during each model call. A batch that fails to embed sends each of its
 chunks to the `failures` output (keyed by document), so the document is dead-lettered, never half-written.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -24,20 +28,62 @@ ChunkText = tuple[str, int]
 """`(text, token_count)`: what is embedded, with its length for padding accounting."""
 
 
+DEFAULT_CALL_COST_TOKENS = 512
+"""What one extra model call is taken to cost, in padded token slots, when a batch is split by length."""
+
+
+def padding_aware_groups(lengths: Sequence[int], call_cost_tokens: int = DEFAULT_CALL_COST_TOKENS) -> list[list[int]]:
+    """Indexes into `lengths`, sorted by length and cut into consecutive groups that minimise
+    `sum(call_cost_tokens + len(group) * longest(group))`: the padded token slots of one model call per group,
+    plus a fixed cost per call (exact, by dynamic programming over the sorted lengths)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    if len(order) <= 1:
+        return [order] if order else []
+    ordered = np.asarray([lengths[i] for i in order], dtype=np.int64)
+    best = np.zeros(len(order) + 1, dtype=np.int64)  # best[j]: cheapest cut of the first j items
+    cut_at = np.zeros(len(order) + 1, dtype=np.int64)
+    for j in range(1, len(order) + 1):
+        starts = np.arange(j)
+        costs = best[:j] + call_cost_tokens + (j - starts) * ordered[j - 1]
+        cut_at[j] = int(np.argmin(costs))
+        best[j] = costs[cut_at[j]]
+    groups, end = [], len(order)
+    while end > 0:
+        start = int(cut_at[end])
+        groups.append(order[start:end])
+        end = start
+    return groups[::-1]
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (a model call allocates many short-lived objects, and
+    each collection would walk every object the worker holds); reference counting still frees memory."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
     """Loads a local sentence-transformers model offline and embeds batches of `(text, token_count)`.
 
-    Counts real and padded tokens per batch (metrics `vector_sync/tokens_in_batches` and
+    Counts real and padded tokens per model call (metrics `vector_sync/tokens_in_batches` and
     `vector_sync/padded_tokens_in_batches`), so padding waste can be reported."""
 
     def __init__(self, model_path: str, *, batch_size: int = 64, device: str = "cpu",
-                 normalize: bool = True, onnx_folder: Optional[str] = None) -> None:
+                 normalize: bool = True, onnx_folder: Optional[str] = None,
+                 call_cost_tokens: int = DEFAULT_CALL_COST_TOKENS) -> None:
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.model_path = model_path
         self.batch_size = batch_size
         self.device = device
         self.normalize = normalize
         self.onnx_folder = onnx_folder
+        self.call_cost_tokens = call_cost_tokens
 
     def load_model(self) -> Any:
         """The torch model on `device`, or the exported int8 ONNX model when `onnx_folder` is given."""
@@ -49,13 +95,18 @@ class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
 
     def run_inference(self, batch: Sequence[ChunkText], model: Any,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
-        texts = [text for text, _ in batch]
         lengths = [tokens + 2 for _, tokens in batch]  # + [CLS] and [SEP]
-        counters.counter(counters.BATCH_TOKENS).inc(sum(lengths))
-        counters.counter(counters.BATCH_PADDED_TOKENS).inc(max(lengths) * len(lengths))
-        vectors = model.encode(texts, batch_size=len(texts), normalize_embeddings=self.normalize,
-                               convert_to_numpy=True, show_progress_bar=False)
-        return [PredictionResult(text, vector) for text, vector in zip(texts, vectors)]
+        vectors: list[Any] = [None] * len(batch)
+        for group in padding_aware_groups(lengths, self.call_cost_tokens):
+            counters.counter(counters.BATCH_TOKENS).inc(sum(lengths[i] for i in group))
+            counters.counter(counters.BATCH_PADDED_TOKENS).inc(max(lengths[i] for i in group) * len(group))
+            with cyclic_gc_paused():
+                encoded = model.encode([batch[i][0] for i in group], batch_size=len(group),
+                                       normalize_embeddings=self.normalize, convert_to_numpy=True,
+                                       show_progress_bar=False)
+            for i, vector in zip(group, encoded):
+                vectors[i] = vector
+        return [PredictionResult(text, vector) for (text, _), vector in zip(batch, vectors)]
 
     def get_num_bytes(self, batch: Sequence[ChunkText]) -> int:
         return sum(len(text.encode("utf-8")) for text, _ in batch)
