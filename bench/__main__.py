@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,8 +70,11 @@ def main() -> int:
     rounds: dict[str, list[dict]] = {p: [] for p in paths}
     for _ in range(max(1, args.repeat)):
         work = Path(tempfile.mkdtemp(prefix="bench-"))
-        for p in paths:
-            rounds[p].append(measure(p, docs, args.batch_size, work))
+        try:
+            for p in paths:
+                rounds[p].append(measure(p, docs, args.batch_size, work))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     results = {p: median_round(r) for p, r in rounds.items()}
     raw = results.get("raw")
     full = results.get("pipeline")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,11 @@ def main() -> int:
     rates: dict[str, list[float]] = {}
     for path in args.paths.split(","):
         for size in sizes:
-            result = measure(path, docs, size, Path(tempfile.mkdtemp(prefix="bench-plot-")))
+            work = Path(tempfile.mkdtemp(prefix="bench-plot-"))
+            try:
+                result = measure(path, docs, size, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
             rates.setdefault(path, []).append(result["chunks"] / result["seconds"])
             print(f"{path:<14} batch {size:>4}: {rates[path][-1]:6.1f} chunks/s", flush=True)
     import matplotlib
