@@ -4,11 +4,14 @@ payload-only point per document in `<collection>__sync_state` holding its last a
 The sync-state point makes look-ups cheap (by ID, no scan) and a delete leaves a tombstone there, so a late
 older upsert is superseded even after a restart. Writes per batch: widen the chunk-index bound, upsert all
 chunk points, delete the stale chunk IDs read from the store (on a server also every chunk of the document
-with an older version, by filter), then record each document's version. Embedded mode (`path`) shares one client per folder within a process, because
-Qdrant's local storage allows a single client per folder; it is for a single worker process. Its SQLite files
-run in WAL mode with `synchronous=NORMAL` (`local_durability: fast`, the default): every write survives a crash
-of the pipeline, and the last few may be lost only if the machine itself loses power, which a replay of the
-unacknowledged input repairs; `local_durability: full` keeps Qdrant's own fsync per point (about 5x slower).
+with an older version, by filter), then record each document's version.
+
+Embedded mode (`path`) shares one client per folder within a process, because Qdrant's local storage allows a
+single client per folder; it is for a single worker process. Its SQLite files run in WAL mode with
+`synchronous=NORMAL` (`local_durability: fast`, the default): every write survives a crash of the pipeline,
+but the last ones before a power loss or OS crash may be lost. Re-running a change-log or folder repairs
+that; a streaming source may already have acknowledged those records, so use `local_durability: full`
+(qdrant-client's own fsync per point, about 5x slower writes) where an acknowledgement must mean on disk.
 """
 from __future__ import annotations
 
@@ -106,7 +109,7 @@ class QdrantConfig(StoreConfig):
     create_collection: bool = True
     local_durability: Literal["fast", "full"] = "fast"
     """Embedded store only: `fast` = SQLite WAL + synchronous=NORMAL (safe when the pipeline crashes; the
-    last writes may be lost on power loss), `full` = one fsync per point."""
+    last writes may be lost on power loss), `full` = one fsync per point (see the module docstring)."""
 
     @model_validator(mode="after")
     def _one_location(self) -> "QdrantConfig":

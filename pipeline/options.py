@@ -108,8 +108,8 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
-_GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap", "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds",
-            "dead_letters", "summary_json")
+_GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap",
+            "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds", "dead_letters", "summary_json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--collection", help="Qdrant collection (default: documents)")
     sink.add_argument("--qdrant_local_durability", choices=("fast", "full"),
                       help="embedded store: 'fast' (default; SQLite WAL, safe if the pipeline crashes, the last "
-                           "writes may be lost on power loss) or 'full' (an fsync per point, about 5x slower writes)")
+                           "writes may be lost on power loss) or 'full' (an fsync per point, about 5x slower "
+                           "writes; use it when a streaming source's acknowledgement must mean on disk)")
     sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector (default: $PG_DSN; never logged)")
     sink.add_argument("--pg_table", help="pgvector table (default: documents)")
     sink.add_argument("--pinecone_index_host", help="Pinecone index host (default: $PINECONE_INDEX_HOST); "

@@ -205,3 +205,12 @@ def test_embedded_writes_survive_a_killed_process_in_either_durability_mode(tmp_
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == journal
     points = read_points(tmp_path / "store")
     assert sorted(p["i"] for p in points.values()) == list(range(40))
+
+
+def test_durability_and_call_cost_flags_reach_the_config():
+    from pipeline.options import parse_args
+
+    config, _ = parse_args(["--qdrant_local_durability", "full", "--call_cost_tokens", "0"])
+    assert (config.stores[0].local_durability, config.call_cost_tokens) == ("full", 0)
+    default, _ = parse_args([])
+    assert (default.stores[0].local_durability, default.call_cost_tokens) == ("fast", 512)

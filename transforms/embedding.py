@@ -4,8 +4,9 @@ One model per worker process (Beam's shared model handle): torch by default, or 
 (`transforms/onnx_int8.py`); RunInference batches hold exactly `batch_size` chunks except at the end of a
 bundle, and each batch is run as one or more model calls of similar lengths (`padding_aware_groups`), so a
 batch that mixes short and long chunks does not pad every short one to the longest; vectors are
-L2-normalised (cosine). Python's cyclic garbage collector is paused during each model call. A batch that fails to embed sends each of its
-chunks to the `failures` output (keyed by document), so the document is dead-lettered, never half-written.
+L2-normalised (cosine). Python's cyclic garbage collector is paused during each model call. A batch that
+fails to embed sends each of its chunks to the `failures` output (keyed by document), so the document is
+dead-lettered, never half-written.
 """
 from __future__ import annotations
 
