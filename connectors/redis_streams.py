@@ -5,8 +5,9 @@ One run reads, in order: this consumer's own pending entries (delivered to it by
 not finish), entries pending on other consumers for longer than `claim_idle_ms` (XAUTOCLAIM: their
 consumer died), then new entries (`>`) until none arrives for `block_ms` or `max_records` are read; so a run
 is bounded, and successive runs (`--follow`) keep a store fresh. Each entry's field `field` holds one
-ChangeEvent JSON; an entry without it is dead-lettered (stage `read`). The entry ID is the record's
-position (`{"stream", "id"}`).
+ChangeEvent JSON; an entry without it, and a pending entry deleted or trimmed from the stream before it was
+applied, are dead-lettered (stage `read`) and then acknowledged. The entry ID is the record's position
+(`{"stream", "id"}`).
 """
 from __future__ import annotations
 
@@ -125,8 +126,7 @@ class _ReadEntries(beam.DoFn):
                                             start_id=cursor, count=int(min(c.read_count, self._budget)))
             cursor, entries = reply[0], reply[1]
             deleted = reply[2] if len(reply) > 2 else []
-            if deleted:  # trimmed from the stream while pending: nothing left to apply
-                self._client.xack(c.stream, c.group, *deleted)
+            yield from self._records([(entry_id, None) for entry_id in deleted])
             yield from self._records(entries)
             if _id(cursor) == "0-0":
                 return
@@ -134,16 +134,19 @@ class _ReadEntries(beam.DoFn):
     def _records(self, entries: list[Any]) -> Iterator[Any]:
         c = self._config
         for entry_id, fields in entries:
-            if fields is None:  # deleted from the stream since delivery
-                self._client.xack(c.stream, c.group, entry_id)
-                continue
             if _id(entry_id) in self._seen:
                 continue
             self._seen.add(_id(entry_id))
             self._budget -= 1
             self._read.inc()
             source = SourceRef(system=SYSTEM, position={"stream": c.stream, "id": _id(entry_id)})
-            payload = fields.get(c.field.encode()) if fields else None
+            if not fields:  # pending, but deleted or trimmed since its delivery (XADD needs one field or more)
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
+                    "read", "the entry was deleted or trimmed from the stream (XDEL, XTRIM, MAXLEN) after it was "
+                    "delivered and before it was applied: its content is gone", b"", source,
+                    error_type="EntryTrimmed"))
+                continue
+            payload = fields.get(c.field.encode())
             if payload is None:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
                     "read", f"stream entry has no field {c.field!r} (fields: {sorted(_id(k) for k in fields)})",

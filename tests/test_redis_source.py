@@ -82,3 +82,23 @@ def test_max_records_bounds_a_run_and_the_rest_waits_for_the_next(tmp_path: Path
 def test_an_unreachable_redis_fails_at_start(tmp_path: Path):
     with pytest.raises(StartupError, match="Redis stream"):
         run(stream_args("redis://127.0.0.1:1/0", "s", tmp_path))
+
+
+def test_pending_entries_trimmed_from_the_stream_are_dead_lettered_not_dropped(tmp_path: Path, redis_url: str):
+    client, stream = redis.Redis.from_url(redis_url), f"changes-{uuid.uuid4().hex[:6]}"
+    client.xgroup_create(stream, "sync", id="0", mkstream=True)
+    add(client, stream, {"doc_id": "gone-own", "op": "upsert", "version": 1, "text": "Mine, then deleted."})
+    ((_, [(own_id, _)]),) = client.xreadgroup("sync", "worker-1", {stream: ">"})
+    add(client, stream, {"doc_id": "gone-dead", "op": "upsert", "version": 1, "text": "A dead consumer's."})
+    ((_, [(dead_id, _)]),) = client.xreadgroup("sync", "crashed-worker", {stream: ">"})
+    add(client, stream, {"doc_id": "kept", "op": "upsert", "version": 1, "text": "Still in the stream."})
+    client.xdel(stream, own_id, dead_id)
+
+    summary = run(stream_args(redis_url, stream, tmp_path, "--redis_claim_idle_ms", "0"))
+    assert set(stored(tmp_path)) == {"kept"}
+    assert (summary.records_read, summary.events_applied, summary.events_dead_lettered) == (3, 1, 2)
+    assert summary.accounted and summary.records_acknowledged == 3
+    letters = read_dead_letters(tmp_path / "dead.jsonl")
+    assert sorted(d["source"]["position"]["id"] for d in letters) == sorted([own_id.decode(), dead_id.decode()])
+    assert {(d["stage"], d["error_type"]) for d in letters} == {("read", "EntryTrimmed")}
+    assert client.xpending(stream, "sync")["pending"] == 0
