@@ -155,18 +155,24 @@ def test_help_lists_the_options_with_defaults():
 
 
 def test_a_write_interrupted_after_widening_claims_no_version(tmp_path: Path):
-    """The first step of a Qdrant write records only the chunk-index bound: if the write stops there, the
-    document still counts as never applied, so no event is superseded by a version that never landed."""
-    from connectors.qdrant import _PENDING
-    from transforms.types import ChangeEvent, DocumentWrite
+    """The first step of a Qdrant write records only the chunk-index bound: if the write stops there (here
+    the chunk upsert itself fails: a vector of the wrong dimension), the document still counts as never
+    applied, so no event is superseded by a version that never landed."""
+    from connectors.qdrant import STATE_SUFFIX
+    from transforms.types import ChangeEvent, ChunkRecord, DocumentWrite
 
     store = QdrantConfig(path=str(tmp_path / "store")).create_store()
     try:
         store.ensure_ready(3)
-        write = DocumentWrite(ChangeEvent(doc_id="d", op="upsert", version=7, text="t"), (), ())
-        store.client.upsert(store._state, points=[store._state_point(write, 4, _PENDING)], wait=True)
+        event = ChangeEvent(doc_id="d", op="upsert", version=7, text="t")
+        bad = ChunkRecord(point_id=chunk_point_id("d", 0), doc_id="d", namespace=None, chunk_index=0, chunk_count=1,
+                          version=7, text="t", content_hash="h", model="m", metadata={}, vector=[1.0, 2.0])
+        with pytest.raises(Exception):
+            store.write_documents([DocumentWrite(event, (bad,), ())])
+        assert store.client.count("documents" + STATE_SUFFIX).count == 1  # the widened bound did land
         stored = store.read_documents([("", "d")])[("", "d")]
         assert stored.version is None and not stored.deleted and stored.chunks == ()
+        assert store.count() == 0
     finally:
         store.close()
 
