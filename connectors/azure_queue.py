@@ -15,9 +15,10 @@ from typing import Any, Iterator, Literal, Optional
 import apache_beam as beam
 from pydantic import Field, SecretStr
 
-from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, Parser, ReadWithImpulse, SourceConfig, SourceConfigError
+from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
 from transforms import counters
 from transforms.notifications import NotificationParser
+from transforms.stages import Parser
 from transforms.types import RawRecord, SourceRef
 
 SYSTEM = "azure_queue"

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
 from transforms import counters
+from transforms.stages import DEAD_LETTERS
 from transforms.types import RawRecord, SourceRef
 
 SYSTEM = "pubsub"
@@ -113,8 +114,6 @@ class ReadPubSubNative(beam.PTransform):
         self._config = config
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        from transforms.stages import DEAD_LETTERS
-
         subscription = self._config.subscription
 
         def to_record(message: Any) -> RawRecord:

@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from transforms import counters
 from transforms.parse import parse_or_dead_letter
+from transforms.stages import DEAD_LETTERS, Parser
 from transforms.types import SourceRef
-
-Parser = Callable[[bytes, SourceRef], Iterable[Any]]
 
 
 class SourceConfigError(RuntimeError):
@@ -93,8 +92,6 @@ class ReadWithImpulse(beam.PTransform):
         self._reader = reader
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        from transforms.stages import DEAD_LETTERS
-
         return (pbegin
                 | "Impulse" >> beam.Impulse()
                 | "Read" >> beam.ParDo(self._reader).with_outputs(DEAD_LETTERS, main="records"))
