@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from transforms import counters
 from transforms.extract import ExtractionError, extract_text
 from transforms.notifications import azure_blob_location
-from transforms.retry import GaveUp, RetryPolicy, call_with_retries
+from transforms.retry import GaveUp, RetryPolicy, call_with_retries, is_transient_status
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.types import ChangeEvent, DeadLetter
 
@@ -105,7 +105,7 @@ class ObjectFetcher:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
         if isinstance(error, HttpResponseError) and error.status_code is not None:
-            return error.status_code in (408, 412, 429) or error.status_code >= 500  # 412: changed mid-read
+            return is_transient_status(error.status_code, 412)  # 412: changed mid-read
         return isinstance(error, (ServiceRequestError, ServiceResponseError, TimeoutError, ConnectionError))
 
     def close(self) -> None:

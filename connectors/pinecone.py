@@ -28,6 +28,7 @@ from pydantic import Field, SecretStr
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from transforms import counters
+from transforms.retry import is_transient_status
 from transforms.types import ChunkRecord, DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 STATE_SUFFIX = "__sync_state"
@@ -264,7 +265,7 @@ class PineconeStore(VectorStore):
         from pinecone.errors.exceptions import ApiError, PineconeConnectionError, PineconeTimeoutError
 
         if isinstance(error, ApiError):
-            return error.status_code in (408, 429) or error.status_code >= 500
+            return is_transient_status(error.status_code)
         return isinstance(error, (PineconeConnectionError, PineconeTimeoutError, TimeoutError, ConnectionError))
 
     def count(self) -> int:

@@ -25,6 +25,7 @@ from pydantic import SecretStr, model_validator
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from transforms.ids import chunk_point_id, document_point_id
+from transforms.retry import is_transient_status
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 DEFAULT_PATH = "./.vector_store"
@@ -284,7 +285,7 @@ class QdrantStore(VectorStore):
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
         if isinstance(error, UnexpectedResponse):
-            return error.status_code == 429 or error.status_code >= 500
+            return is_transient_status(error.status_code)
         return isinstance(error, (ResponseHandlingException, TimeoutError, ConnectionError))
 
     def count(self) -> int:

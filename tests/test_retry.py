@@ -34,3 +34,11 @@ def test_gives_up_after_max_attempts():
     with pytest.raises(GaveUp) as info:
         call_with_retries(flaky(errors), lambda e: True, POLICY, sleep=lambda s: None)
     assert info.value.attempts == 4 and info.value.transient
+
+
+def test_http_statuses_worth_retrying_are_timeouts_throttling_and_server_errors():
+    from transforms.retry import is_transient_status
+
+    assert [s for s in (400, 401, 404, 408, 409, 412, 413, 429, 500, 503) if is_transient_status(s)] == [
+        408, 429, 500, 503]
+    assert is_transient_status(412, 412) and not is_transient_status(404, 412)

@@ -20,6 +20,14 @@ class RetryPolicy(BaseModel):
         return random.uniform(0, min(self.max_backoff_s, self.initial_backoff_s * 2 ** (attempt - 1)))
 
 
+TRANSIENT_HTTP_STATUSES = (408, 429)  # request timeout, too many requests; and every 5xx
+
+
+def is_transient_status(status: int, *also: int) -> bool:
+    """Whether an HTTP answer with `status` is worth retrying: 408, 429, any 5xx, and the `also` codes."""
+    return status >= 500 or status in TRANSIENT_HTTP_STATUSES or status in also
+
+
 class GaveUp(Exception):
     """The call failed permanently, or transiently `attempts` times; `cause` is the last error."""
 
