@@ -17,6 +17,7 @@ from pydantic import Field
 
 from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
 from transforms import counters
+from transforms.notifications import attribute_fields
 from transforms.stages import DEAD_LETTERS
 from transforms.types import RawRecord, SourceRef
 
@@ -100,10 +101,9 @@ class _Pull(beam.DoFn):
             for m in received:
                 budget -= 1
                 self._read.inc()
-                attributes = {f"attr.{k}": v for k, v in m.message.attributes.items()}  # GCS notifications
                 yield RawRecord(m.message.data, SourceRef(system=SYSTEM, position={
-                    **attributes, "subscription": c.subscription, "message_id": m.message.message_id,
-                    "ack_id": m.ack_id, "delivery_attempt": m.delivery_attempt}))
+                    **attribute_fields(m.message.attributes), "subscription": c.subscription,
+                    "message_id": m.message.message_id, "ack_id": m.ack_id, "delivery_attempt": m.delivery_attempt}))
 
 
 class ReadPubSubNative(beam.PTransform):
@@ -118,9 +118,9 @@ class ReadPubSubNative(beam.PTransform):
 
         def to_record(message: Any) -> RawRecord:
             counters.counter(counters.RECORDS_READ).inc()
-            attributes = {f"attr.{k}": v for k, v in (message.attributes or {}).items()}
             return RawRecord(message.data, SourceRef(system=SYSTEM, position={
-                **attributes, "subscription": subscription, "message_id": message.message_id or ""}))
+                **attribute_fields(message.attributes), "subscription": subscription,
+                "message_id": message.message_id or ""}))
 
         return (pbegin
                 | "ReadFromPubSub" >> beam.io.ReadFromPubSub(subscription=subscription, with_attributes=True)

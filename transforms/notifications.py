@@ -117,6 +117,15 @@ def from_event_grid(obj: dict[str, Any], source: SourceRef, payload: bytes) -> C
 GCS_OPS = {"OBJECT_FINALIZE": "upsert", "OBJECT_DELETE": "delete"}
 
 
+ATTRIBUTE_PREFIX = "attr."
+"""Message attributes (Pub/Sub) are kept in a record's position as `attr.<name>` fields."""
+
+
+def attribute_fields(attributes: Any) -> dict[str, str]:
+    """A message's attributes as position fields (GCS notifications carry their event there)."""
+    return {ATTRIBUTE_PREFIX + k: v for k, v in (attributes or {}).items()}
+
+
 def gcs_attributes(obj: Any, source: SourceRef) -> Optional[tuple[dict[str, str], dict[str, Any]]]:
     """The notification's attributes and object resource: from a `{"attributes", "data"}` envelope, or from
     Pub/Sub message attributes the source kept in the record's position (`attr.<name>`)."""
@@ -125,7 +134,8 @@ def gcs_attributes(obj: Any, source: SourceRef) -> Optional[tuple[dict[str, str]
         if isinstance(data, str):
             data = json.loads(base64.b64decode(data))
         return {k: str(v) for k, v in obj["attributes"].items()}, data
-    attributes = {k[len("attr."):]: str(v) for k, v in source.position.items() if k.startswith("attr.")}
+    attributes = {k[len(ATTRIBUTE_PREFIX):]: str(v) for k, v in source.position.items()
+                  if k.startswith(ATTRIBUTE_PREFIX)}
     if "eventType" in attributes and "bucketId" in attributes:
         return attributes, obj if isinstance(obj, dict) else {}
     return None
