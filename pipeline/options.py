@@ -84,6 +84,11 @@ class SyncConfig(BaseModel):
         return Path(self.input).is_dir()
 
 
+ANY_SOURCE = "*"
+"""In `_SOURCE_FLAGS`: the flag sets the field of whichever source is chosen, if that source has the field."""
+_SOURCE_CLASSES = {c.model_fields["type"].default: c
+                   for c in (RedisStreamConfig, KafkaConfig, PubSubConfig, AzureQueueConfig)}
+
 # Flags that set a sink's field: flag → (sink type, field). Read from the environment where noted.
 _SINK_FLAGS: dict[str, tuple[str, str]] = {
     "qdrant_path": ("qdrant", "path"), "qdrant_url": ("qdrant", "url"), "collection": ("qdrant", "collection"),
@@ -98,10 +103,9 @@ _CREATE_FIELD = {"qdrant": "create_collection", "pgvector": "create_table", "mon
 _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "redis_url": ("redis", "url"), "redis_stream": ("redis", "stream"), "redis_group": ("redis", "group"),
     "redis_consumer": ("redis", "consumer"), "redis_claim_idle_ms": ("redis", "claim_idle_ms"),
-    "max_records": ("redis", "max_records"), "pubsub_max_records": ("pubsub", "max_records"),
+    "max_records": (ANY_SOURCE, "max_records"),
     "pubsub_subscription": ("pubsub", "subscription"), "pubsub_native": ("pubsub", "native"),
     "azure_queue": ("azure_queue", "queue"), "azure_connection_string": ("azure_queue", "connection_string"),
-    "azure_queue_max_records": ("azure_queue", "max_records"),
     "kafka_bootstrap": ("kafka", "bootstrap"), "kafka_topic": ("kafka", "topics"), "kafka_group": ("kafka", "group"),
     "kafka_stop_at_end": ("kafka", "stop_at_end"), "kafka_json_schema": ("kafka", "json_schema"),
     "doc_id_field": ("kafka", "doc_id_field"), "text_fields": ("kafka", "text_fields"),
@@ -130,16 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--redis_consumer", help="consumer name; keep it stable across runs (default: vector-sync-HOST)")
     src.add_argument("--redis_claim_idle_ms", type=int,
                      help="claim entries pending on other consumers idle this long (default: 60000)")
-    src.add_argument("--max_records", type=int, help="--source redis stops after this many records")
+    src.add_argument("--max_records", type=int,
+                     help="--source redis, pubsub or azure_queue: stop after this many records (messages)")
     src.add_argument("--pubsub_subscription", help="projects/P/subscriptions/S for --source pubsub")
     src.add_argument("--pubsub_native", action="store_true", default=None,
                      help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
-    src.add_argument("--pubsub_max_records", type=int, help="--source pubsub stops after this many messages")
     src.add_argument("--azure_queue", help="Azure Storage Queue receiving Event Grid notifications (--source azure_queue)")
     src.add_argument("--azure_connection_string",
                      help="Azure Storage connection string for the queue and blob fetches (default: "
                           "$AZURE_STORAGE_CONNECTION_STRING; never logged)")
-    src.add_argument("--azure_queue_max_records", type=int, help="--source azure_queue stops after this many messages")
     src.add_argument("--notifications", choices=("auto", "eventgrid", "gcs", "s3"),
                      help="records are object-store notifications (Event Grid, GCS, S3; auto-detected): "
                           "the objects are fetched and their text extracted")
@@ -313,7 +316,10 @@ def _source_settings(args: argparse.Namespace, from_file: Optional[dict[str, Any
         value = getattr(args, flag)
         if value is None and flag in _SOURCE_ENV and field not in source:
             value = os.environ.get(_SOURCE_ENV[flag])
-        if value is not None and source_type == source["type"]:
+        if value is not None and source_type == ANY_SOURCE and (
+                field not in _SOURCE_CLASSES[source["type"]].model_fields):
+            raise ValueError(f"--{flag} does not apply to --source {source['type']}")
+        if value is not None and source_type in (source["type"], ANY_SOURCE):
             source[field] = value
     if args.kafka_config and source["type"] == "kafka":
         source["client_config"] = {**source.get("client_config", {}), **_key_values(args.kafka_config)}

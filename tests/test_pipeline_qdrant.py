@@ -220,3 +220,17 @@ def test_durability_and_call_cost_flags_reach_the_config():
     assert (config.stores[0].local_durability, config.call_cost_tokens) == ("full", 0)
     default, _ = parse_args([])
     assert (default.stores[0].local_durability, default.call_cost_tokens) == ("fast", 512)
+
+
+def test_one_max_records_flag_bounds_whichever_source_has_the_setting():
+    from pipeline.options import parse_args
+
+    pubsub, _ = parse_args(["--source", "pubsub", "--pubsub_subscription", "projects/p/subscriptions/s",
+                            "--max_records", "3"])
+    queue, _ = parse_args(["--source", "azure_queue", "--azure_queue", "q", "--max_records", "4"])
+    redis_source, _ = parse_args(["--source", "redis", "--redis_url", "redis://h", "--redis_stream", "s",
+                                  "--redis_group", "g", "--max_records", "5"])
+    assert (pubsub.source.max_records, queue.source.max_records, redis_source.source.max_records) == (3, 4, 5)
+    with pytest.raises(ValueError, match="--max_records does not apply to --source kafka"):
+        parse_args(["--source", "kafka", "--kafka_bootstrap", "h:1", "--kafka_topic", "t", "--kafka_group", "g",
+                    "--max_records", "5"])
