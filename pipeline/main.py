@@ -2,6 +2,7 @@
 graph, then print the summary."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import logging
@@ -166,26 +167,12 @@ def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
     return summary
 
 
-def follow_seconds(argv: Sequence[str]) -> Optional[float]:
-    """`--follow SECONDS` (continuous sync by successive bounded runs), removed from `argv` by the caller."""
-    for i, arg in enumerate(argv):
-        if arg == "--follow" and i + 1 < len(argv):
-            return float(argv[i + 1])
-        if arg.startswith("--follow="):
-            return float(arg.split("=", 1)[1])
-    return None
-
-
-def without_follow(argv: Sequence[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--follow":
-            skip = True
-        elif not arg.startswith("--follow="):
-            out.append(arg)
-    return out
+def split_follow(argv: Sequence[str]) -> tuple[Optional[float], list[str]]:
+    """`--follow SECONDS` (continuous sync by successive bounded runs) and the arguments of each run."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline", add_help=False, allow_abbrev=False)
+    parser.add_argument("--follow", type=float, metavar="SECONDS")
+    known, rest = parser.parse_known_args(argv)
+    return known.follow, rest
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -193,8 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     arrived since the last acknowledged position, e.g. Kafka runs read to the end offsets seen at start)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    pause = follow_seconds(argv)
-    argv = without_follow(argv)
+    pause, argv = split_follow(argv)
     if pause is not None and "--kafka_stop_at_end" not in argv:
         argv.append("--kafka_stop_at_end")  # ignored by the other sources
     while True:
