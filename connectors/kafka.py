@@ -30,7 +30,7 @@ from pydantic import Field, ValidationError
 
 from connectors.sources import SourceConfig, SourceConfigError
 from transforms import counters
-from transforms.parse import PARSE_STAGE, RecordError, summarise
+from transforms.parse import RecordError, event_or_dead_letter, summarise
 from transforms.stages import DEAD_LETTERS
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
@@ -254,11 +254,8 @@ class KafkaRecordParser:
         self._schema = json.loads(Path(config.json_schema).read_text()) if config.json_schema else None
 
     def __call__(self, payload: bytes, source: SourceRef) -> Iterator[Union[ChangeEvent, DeadLetter]]:
-        try:
-            yield self._event(payload, source)
-        except (RecordError, UnicodeDecodeError) as exc:
-            yield DeadLetter.of(PARSE_STAGE, exc, payload, source, doc_id=source.position.get("key"),
-                                error_type=type(exc).__name__)
+        return event_or_dead_letter(lambda: self._event(payload, source), payload, source,
+                                    doc_id=source.position.get("key"))
 
     def _event(self, payload: bytes, source: SourceRef) -> ChangeEvent:
         key, offset = source.position.get("key"), int(source.position["offset"])

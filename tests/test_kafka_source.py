@@ -137,8 +137,10 @@ def test_unbounded_reading_on_the_direct_runner_is_refused_with_the_way_out(tmp_
 
 
 def test_follow_turns_into_successive_bounded_runs():
-    from pipeline.main import follow_seconds, without_follow
+    from pipeline.main import split_follow
 
     argv = ["--source", "kafka", "--follow", "30", "--kafka_group", "g"]
-    assert follow_seconds(argv) == 30 and without_follow(argv) == ["--source", "kafka", "--kafka_group", "g"]
-    assert follow_seconds(["--follow=2.5"]) == 2.5 and follow_seconds(["--source", "redis"]) is None
+    assert split_follow(argv) == (30, ["--source", "kafka", "--kafka_group", "g"])
+    assert split_follow(["--follow=2.5"])[0] == 2.5 and split_follow(["--source", "redis"])[0] is None
+    with pytest.raises(SystemExit):  # argparse's one-line usage error, exit status 2
+        split_follow(["--follow", "soon"])

@@ -235,12 +235,3 @@ def test_one_max_records_flag_bounds_whichever_source_has_the_setting():
         parse_args(["--source", "kafka", "--kafka_bootstrap", "h:1", "--kafka_topic", "t", "--kafka_group", "g",
                     "--max_records", "5"])
 
-
-def test_follow_is_taken_out_of_each_runs_arguments():
-    from pipeline.main import split_follow
-
-    assert split_follow(["--follow", "30", "--input", "x.jsonl"]) == (30.0, ["--input", "x.jsonl"])
-    assert split_follow(["--input", "x.jsonl", "--follow=2.5"]) == (2.5, ["--input", "x.jsonl"])
-    assert split_follow(["--input", "x.jsonl"]) == (None, ["--input", "x.jsonl"])
-    with pytest.raises(SystemExit):  # argparse's one-line error, exit status 2
-        split_follow(["--follow", "soon"])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator, Union
+from typing import Callable, Iterator, Optional, Union
 
 from pydantic import ValidationError
 
@@ -38,10 +38,16 @@ def parse_change_event(payload: bytes, source: SourceRef) -> ChangeEvent:
         raise RecordError(f"invalid change event: {summarise(exc)}") from exc
 
 
+def event_or_dead_letter(make: Callable[[], ChangeEvent], payload: bytes, source: SourceRef,
+                         doc_id: Optional[str] = None) -> Iterator[Union[ChangeEvent, DeadLetter]]:
+    """Yield the `ChangeEvent` that `make` returns, or one `DeadLetter` (stage `parse`, the error's class as
+    its type) when the record is not a usable event (`RecordError`) or not UTF-8."""
+    try:
+        yield make()
+    except (RecordError, UnicodeDecodeError) as exc:
+        yield DeadLetter.of(PARSE_STAGE, exc, payload, source, doc_id=doc_id, error_type=type(exc).__name__)
+
+
 def parse_or_dead_letter(payload: bytes, source: SourceRef) -> Iterator[Union[ChangeEvent, DeadLetter]]:
     """Yield one `ChangeEvent`, or one `DeadLetter` (stage `parse`) for a record that cannot be used."""
-    try:
-        yield parse_change_event(payload, source)
-    except (RecordError, UnicodeDecodeError) as exc:
-        error_type = "RecordError" if isinstance(exc, RecordError) else "UnicodeDecodeError"
-        yield DeadLetter.of(PARSE_STAGE, exc, payload, source, error_type=error_type)
+    return event_or_dead_letter(lambda: parse_change_event(payload, source), payload, source)
