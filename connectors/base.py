@@ -22,7 +22,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
-from transforms.chunking import ChunkingError, TokenChunker
+from transforms.chunking import TokenChunker
 from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
@@ -102,7 +102,7 @@ def write_bytes(write: DocumentWrite) -> int:
         1 + len(write.stale_ids))
 
 
-class _BundleBuffer:
+class BundleBuffer:
     """Elements with their window and timestamp, so outputs emitted in `finish_bundle` keep them."""
 
     def __init__(self) -> None:
@@ -116,7 +116,7 @@ class _BundleBuffer:
         return items
 
 
-def _emit(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Optional[str] = None) -> Any:
+def emit_output(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Optional[str] = None) -> Any:
     out = WindowedValue(value, timestamp, [window]) if in_bundle_end else value
     return beam.pvalue.TaggedOutput(tag, out) if tag else out
 
@@ -159,7 +159,7 @@ class _BufferedStoreDoFn(beam.DoFn):
         return shown
 
     def start_bundle(self) -> None:
-        self._buffer = _BundleBuffer()
+        self._buffer = BundleBuffer()
         self._buffered = 0
         self._buffered_bytes = 0
 
@@ -227,7 +227,7 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
                                                     config.retry)
             except GaveUp as failure:
                 for event, ts, win in items:
-                    yield _emit(DeadLetter.for_event(f"lookup:{name}", failure.cause, event,
+                    yield emit_output(DeadLetter.for_event(f"lookup:{name}", failure.cause, event,
                                                      attempts=failure.attempts), ts, win, in_bundle_end, DEAD_LETTERS)
                 return
         for event, ts, win in items:
@@ -250,27 +250,27 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
         pending, self._to_embed = self._to_embed, []
         pending.sort(key=lambda item: item[0])
         for _, element, ts, win in pending:
-            yield _emit(element, ts, win, in_bundle_end, TO_EMBED)
+            yield emit_output(element, ts, win, in_bundle_end, TO_EMBED)
 
     def _plan_one(self, event: ChangeEvent, stored: dict[str, StoredDocument], ts: Any, win: Any,
                   in_bundle_end: bool) -> Iterator[Any]:
         """Yields the plan (or a dead letter); queues the chunks to embed for `_release_chunks`."""
         try:
             plan = plan_for_sinks(event, stored, self._chunker, self._model_id)
-        except (ChunkingError, ValueError) as exc:
-            yield _emit(DeadLetter.for_event("chunk", exc, event), ts, win, in_bundle_end, DEAD_LETTERS)
+        except Exception as exc:  # noqa: BLE001 - chunking or planning failed for this document only
+            yield emit_output(DeadLetter.for_event("chunk", exc, event), ts, win, in_bundle_end, DEAD_LETTERS)
             return
         if isinstance(plan, Superseded):
             self._superseded.inc()
-            yield _emit(event, ts, win, in_bundle_end, SUPERSEDED)
+            yield emit_output(event, ts, win, in_bundle_end, SUPERSEDED)
             return
         if not plan.stale_ids:  # no sink needs a write
             self._applied.inc()
             self._in_sync.inc()
             self._skipped.inc(len(plan.chunks))
-            yield _emit(event, ts, win, in_bundle_end, SUPERSEDED)
+            yield emit_output(event, ts, win, in_bundle_end, SUPERSEDED)
             return
-        yield _emit((event.key, plan), ts, win, in_bundle_end)
+        yield emit_output((event.key, plan), ts, win, in_bundle_end)
         for chunk in plan.chunks:
             if chunk.chunk_index not in plan.reused_vectors:
                 element = ((event.key, chunk.chunk_index), (chunk.text, chunk.token_count))
@@ -325,9 +325,9 @@ class WriteDocuments(_BufferedStoreDoFn):
             stage = f"sink:{self._name}"
             for write, ts, win in items:
                 self._sink_dead.inc()
-                yield _emit(DeadLetter.for_event(stage, failure.cause, write.event, attempts=failure.attempts),
+                yield emit_output(DeadLetter.for_event(stage, failure.cause, write.event, attempts=failure.attempts),
                             ts, win, in_bundle_end, DEAD_LETTERS)
-                yield _emit(SinkOutcome(self._name, write.event, applied=False), ts, win, in_bundle_end)
+                yield emit_output(SinkOutcome(self._name, write.event, applied=False), ts, win, in_bundle_end)
             return
         self._latency.update(int((time.monotonic() - started) * 1000))
         for write, ts, win in items:
@@ -336,7 +336,7 @@ class WriteDocuments(_BufferedStoreDoFn):
             self._deleted.inc(deleted)
             self._sink_upserted.inc(upserted)
             self._sink_deleted.inc(deleted)
-            yield _emit(SinkOutcome(self._name, write.event, applied=True), ts, win, in_bundle_end)
+            yield emit_output(SinkOutcome(self._name, write.event, applied=True), ts, win, in_bundle_end)
 
     def _count_retry(self, error: BaseException, attempt: int) -> None:
         self._retries.inc()

@@ -16,7 +16,7 @@ import apache_beam as beam
 from apache_beam.io import fileio
 
 from transforms import counters
-from transforms.stages import DEAD_LETTERS
+from transforms.stages import DEAD_LETTERS, DEFAULT_MAX_DOCUMENT_BYTES, ENVELOPE_BYTES, KEPT_PAYLOAD_BYTES
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
 SAMPLE_CHANGELOG = Path(__file__).resolve().parent.parent / "pipeline" / "sample_data" / "changelog.jsonl"
@@ -26,8 +26,35 @@ def _unreadable(error: OSError, source: SourceRef) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of("read", error, b"", source))
 
 
+READ_BLOCK_BYTES = 1 << 20
+
+
+def bounded_lines(fh: Any, limit: int) -> Iterator[tuple[bytes, int]]:
+    """`(line, size)` for each line of a binary file, without its line end: a line longer than `limit` bytes
+    is cut to its first `limit` bytes (its true `size` is given), so memory stays bounded whatever the file."""
+    kept, size = bytearray(), 0
+    while True:
+        block = fh.read(READ_BLOCK_BYTES)
+        if not block:
+            break
+        start = 0
+        while True:
+            end = block.find(b"\n", start)
+            piece = block[start:] if end < 0 else block[start:end]
+            if len(kept) < limit:
+                kept += piece[:limit - len(kept)]
+            size += len(piece)
+            if end < 0:
+                break
+            yield bytes(kept).rstrip(b"\r"), size
+            kept, size, start = bytearray(), 0, end + 1
+    if size:
+        yield bytes(kept).rstrip(b"\r"), size
+
+
 class _ReadLines(beam.DoFn):
-    def __init__(self) -> None:
+    def __init__(self, max_record_bytes: int) -> None:
+        self._limit = max_record_bytes
         self._read = counters.counter(counters.RECORDS_READ)
 
     def process(self, readable: fileio.ReadableFile) -> Iterator[Any]:
@@ -35,12 +62,19 @@ class _ReadLines(beam.DoFn):
         number = 0
         try:
             with readable.open() as fh:
-                for number, line in enumerate(fh, start=1):
-                    payload = line.rstrip(b"\r\n")
+                for number, (payload, size) in enumerate(bounded_lines(fh, self._limit + 1), start=1):
                     if not payload.strip():
                         continue
                     self._read.inc()
-                    yield RawRecord(payload, SourceRef(system="changelog", position={"file": path, "line": number}))
+                    source = SourceRef(system="changelog", position={"file": path, "line": number})
+                    if size > self._limit:
+                        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
+                            "read", f"line is {size} bytes, over the record limit of {self._limit} bytes "
+                            f"(--max_document_bytes plus the envelope); payload kept: first "
+                            f"{KEPT_PAYLOAD_BYTES} bytes", payload[:KEPT_PAYLOAD_BYTES], source,
+                            error_type="DocumentTooLarge"))
+                        continue
+                    yield RawRecord(payload, source)
         except OSError as exc:  # the rest of the file cannot be read: one dead letter says from where
             self._read.inc()
             yield _unreadable(exc, SourceRef(system="changelog", position={"file": path, "line": number + 1}))
@@ -48,17 +82,20 @@ class _ReadLines(beam.DoFn):
 
 class ReadChangeLog(beam.PTransform):
     """`RawRecord`s (main output `records`) from every JSONL file matching `pattern`, and `dead_letters`
-    (stage `read`) for a file that cannot be read to its end."""
+    (stage `read`) for a file that cannot be read to its end and for each line longer than
+    `max_document_bytes` plus the envelope allowance (read in bounded memory, never whole)."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> None:
         super().__init__()
         self._pattern = pattern
+        self._max_record_bytes = max_document_bytes + ENVELOPE_BYTES
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (pbegin
                 | "Match" >> fileio.MatchFiles(self._pattern)
                 | "Open" >> fileio.ReadMatches()
-                | "Lines" >> beam.ParDo(_ReadLines()).with_outputs(DEAD_LETTERS, main="records"))
+                | "Lines" >> beam.ParDo(_ReadLines(self._max_record_bytes)).with_outputs(
+                    DEAD_LETTERS, main="records"))
 
 
 def document_files(folder: str) -> list[str]:
@@ -74,21 +111,28 @@ def document_files(folder: str) -> list[str]:
 
 
 class _ReadDocumentFiles(beam.DoFn):
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> None:
         self._folder = folder
+        self._max_document_bytes = max_document_bytes
         self._read = counters.counter(counters.RECORDS_READ)
 
     def process(self, relative: str) -> Iterator[Any]:
         self._read.inc()
         path = Path(self._folder) / relative
+        source = SourceRef(system="folder", position={"file": str(path), "doc_id": relative})
         try:
-            mtime_ns = path.stat().st_mtime_ns
+            stat = path.stat()
+            if stat.st_size > self._max_document_bytes:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
+                    "read", f"{relative} is {stat.st_size} bytes, over --max_document_bytes "
+                    f"{self._max_document_bytes}", b"", source, doc_id=relative, error_type="DocumentTooLarge"))
+                return
             payload = path.read_bytes()
         except OSError as exc:  # removed or unreadable since the listing
-            yield _unreadable(exc, SourceRef(system="folder", position={"file": str(path), "doc_id": relative}))
+            yield _unreadable(exc, source)
             return
         yield RawRecord(payload, SourceRef(system="folder", position={
-            "file": str(path), "doc_id": relative, "mtime_ns": mtime_ns}))
+            "file": str(path), "doc_id": relative, "mtime_ns": stat.st_mtime_ns}))
 
 
 def parse_document_file(payload: bytes, source: SourceRef) -> Iterator[object]:
@@ -104,14 +148,16 @@ def parse_document_file(payload: bytes, source: SourceRef) -> Iterator[object]:
 
 class ReadDocumentFolder(beam.PTransform):
     """`RawRecord`s (main output `records`), one per document file under `folder` (parse them with
-    `parse_document_file`), and `dead_letters` (stage `read`) for files that cannot be read."""
+    `parse_document_file`), and `dead_letters` (stage `read`) for files that cannot be read or are larger
+    than `max_document_bytes` (never read)."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> None:
         super().__init__()
         self._folder = folder
+        self._max_document_bytes = max_document_bytes
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (pbegin
                 | "ListFiles" >> beam.Create(document_files(self._folder))
-                | "ReadFiles" >> beam.ParDo(_ReadDocumentFiles(self._folder)).with_outputs(
+                | "ReadFiles" >> beam.ParDo(_ReadDocumentFiles(self._folder, self._max_document_bytes)).with_outputs(
                     DEAD_LETTERS, main="records"))

@@ -26,11 +26,12 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
-from pydantic import Field, ValidationError
+from pydantic import Field
 
+from connectors.base import BundleBuffer, emit_output
 from connectors.sources import SourceConfig, SourceConfigError
 from transforms import counters
-from transforms.parse import RecordError, event_or_dead_letter, summarise
+from transforms.parse import RecordError, event_or_dead_letter, load_json, validate_event
 from transforms.stages import DEAD_LETTERS
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
@@ -70,6 +71,11 @@ class KafkaConfig(SourceConfig):
 
     def acknowledge(self) -> beam.PTransform:
         return CommitOffsets(self)
+
+    def dead_letter_sink(self) -> Optional[beam.PTransform]:
+        if not self.dead_letter_topic:
+            return None
+        return beam.ParDo(ProduceDeadLetters(self, self.dead_letter_topic))
 
     @property
     def unbounded(self) -> bool:
@@ -263,10 +269,7 @@ class KafkaRecordParser:
             if not key:
                 raise RecordError("a tombstone (null value) needs a record key: it names the document to delete")
             return ChangeEvent(doc_id=str(key), op="delete", version=offset, source=source, raw=payload)
-        try:
-            value = json.loads(payload.decode("utf-8"))
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"invalid JSON: {exc}") from exc
+        value = load_json(payload.decode("utf-8"))
         if not isinstance(value, dict):
             raise RecordError(f"a record value must be a JSON object, got {type(value).__name__}")
         if self._schema is not None:
@@ -276,10 +279,7 @@ class KafkaRecordParser:
             value = self._mapped(value)
         value.setdefault("doc_id", key)
         value.setdefault("version", offset)
-        try:
-            return ChangeEvent.model_validate({**value, "source": source, "raw": payload})
-        except ValidationError as exc:
-            raise RecordError(f"invalid change event: {summarise(exc)}") from exc
+        return validate_event({**value, "source": source, "raw": payload})
 
     def _validate(self, value: dict[str, Any]) -> None:
         import jsonschema
@@ -367,7 +367,10 @@ class CommitOffsets(beam.PTransform):
 
 class ProduceDeadLetters(beam.DoFn):
     """Produces each dead letter to `topic`: the original key and value, with Kafka Connect style headers
-    (`__connect.errors.topic/partition/offset/exception.class.name/exception.message`) and the stage."""
+    (`__connect.errors.topic/partition/offset/exception.class.name/exception.message`) and the stage; outputs
+    each dead letter once the producer has flushed it (delivered), at most `limit` letters later."""
+
+    limit = 500
 
     def __init__(self, config: KafkaConfig, topic: str) -> None:
         self._config = config
@@ -380,7 +383,11 @@ class ProduceDeadLetters(beam.DoFn):
                     if k not in ("group.id", "enable.auto.commit", "enable.partition.eof")}
         self._producer = Producer(settings)
 
-    def process(self, letter: DeadLetter) -> None:
+    def start_bundle(self) -> None:
+        self._buffer = BundleBuffer()
+
+    def process(self, letter: DeadLetter, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterator[Any]:
         position = letter.source.position if letter.source else {}
         headers = [("__connect.errors.topic", str(position.get("topic", ""))),
                    ("__connect.errors.partition", str(position.get("partition", ""))),
@@ -393,8 +400,16 @@ class ProduceDeadLetters(beam.DoFn):
         self._producer.produce(self._topic, key=str(key).encode() if key is not None else None, value=value,
                                headers=headers)
         self._producer.poll(0)
+        self._buffer.add(letter, timestamp, window)
+        if len(self._buffer.items) >= self.limit:
+            yield from self._flush(in_bundle_end=False)
 
-    def finish_bundle(self) -> None:
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self._flush(in_bundle_end=True)
+
+    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
         remaining = self._producer.flush(30)
-        if remaining:
+        if remaining:  # the bundle fails and is retried: its records stay unacknowledged
             raise RuntimeError(f"{remaining} dead letters not delivered to Kafka topic {self._topic}")
+        for letter, ts, win in self._buffer.take():
+            yield emit_output(letter, ts, win, in_bundle_end)

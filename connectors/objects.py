@@ -22,7 +22,7 @@ from transforms import counters
 from transforms.extract import ExtractionError, extract_text
 from transforms.notifications import azure_blob_location
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries, is_transient_status
-from transforms.stages import DEAD_LETTERS, SUPERSEDED
+from transforms.stages import DEAD_LETTERS, DEFAULT_MAX_DOCUMENT_BYTES, SUPERSEDED
 from transforms.types import ChangeEvent, DeadLetter
 
 
@@ -37,7 +37,7 @@ class ObjectTooLarge(ValueError):
 class FetchConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_document_bytes: int = Field(default=DEFAULT_MAX_DOCUMENT_BYTES, ge=1)
     azure_connection_string: Optional[SecretStr] = None
     """Default: `$AZURE_STORAGE_CONNECTION_STRING`; without one, Azure URLs must carry a SAS or be public."""
     retry: RetryPolicy = RetryPolicy()
@@ -138,7 +138,12 @@ class FetchContent(beam.DoFn):
         if event.op != "upsert" or event.text is not None or not event.uri:
             yield event
             return
-        uri = event.uri
+        try:
+            yield from self._fetch(event, event.uri)
+        except Exception as exc:  # noqa: BLE001 - any failure is this event's dead letter, never a crash
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event("fetch", exc, event))
+
+    def _fetch(self, event: ChangeEvent, uri: str) -> Iterator[Any]:
         try:
             (data, details), _ = call_with_retries(lambda: self._fetcher.fetch(uri), self._fetcher.is_transient,
                                                    self._config.retry)

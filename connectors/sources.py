@@ -40,6 +40,11 @@ class SourceConfig(BaseModel):
         """`{"done": refs, "read": refs}` → acknowledges the finished records; None when nothing to do."""
         return None
 
+    def dead_letter_sink(self) -> Optional[beam.PTransform]:
+        """Dead letters → the same dead letters once also durable in the source's own dead-letter place (a
+        Kafka topic, say); None when the source has none (the dead-letter file is always written)."""
+        return None
+
     @property
     def unbounded(self) -> bool:
         """Whether the source never ends (streaming runners): the graph then works in fixed windows."""

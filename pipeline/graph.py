@@ -1,7 +1,8 @@
 """The whole sync graph, top to bottom: source (change-log, folder or stream) → parse (change events or
 storage notifications) → latest per document → fetch object content → plan against every store → embed (RunInference) → assemble → write to each sink → settle each event;
-every stage's dead letters go to one file, and a streaming source acknowledges each record once it is
-finished."""
+every stage's dead letters are appended to the dead-letter file (and the source's own dead-letter place),
+and a streaming source acknowledges each record once it is finished: applied, superseded, or its dead letter
+durably written."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import FixedWindows
 
 from connectors.base import DEAD_LETTERS, TO_EMBED, PlanDocumentWrites, WriteDocuments
-from connectors.kafka import KafkaConfig, ProduceDeadLetters
+from connectors.dead_letters import WriteDeadLetters
 from connectors.objects import FetchContent
 from connectors.sources import FinishedRecords
 from transforms.notifications import NotificationParser
@@ -25,7 +26,6 @@ from transforms.stages import (
     LatestPerDocument,
     ParseChangeEvents,
     SettleEvents,
-    WriteDeadLetters,
     sink_tag,
 )
 
@@ -43,20 +43,21 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     """Adds the sync graph to `p`; returns one settled `SinkOutcome` per written event (applied to every
     sink, or dead-lettered): what streaming sources acknowledge."""
     source = config.source
+    max_bytes = config.fetch.max_document_bytes
     if source is not None:
         read = p | "ReadSource" >> source.read()
         records = read.records
         if source.unbounded:  # streaming: latest-per-document, joins and files work per window
             records = records | "Window" >> beam.WindowInto(FixedWindows(config.window_seconds))
         parser = NotificationParser(config.notifications) if config.notifications else source.parser()
-        parsed = records | "Parse" >> ParseChangeEvents(parser)
+        parsed = records | "Parse" >> ParseChangeEvents(parser, max_bytes)
     elif config.input_is_folder:
-        read = p | "ReadFolder" >> ReadDocumentFolder(config.input)
-        parsed = read.records | "Parse" >> ParseChangeEvents(parse_document_file)
+        read = p | "ReadFolder" >> ReadDocumentFolder(config.input, max_bytes)
+        parsed = read.records | "Parse" >> ParseChangeEvents(parse_document_file, max_bytes)
     else:
-        read = p | "ReadChangeLog" >> ReadChangeLog(config.input)
+        read = p | "ReadChangeLog" >> ReadChangeLog(config.input, max_bytes)
         parser = NotificationParser(config.notifications) if config.notifications else parse_or_dead_letter
-        parsed = read.records | "Parse" >> ParseChangeEvents(parser)
+        parsed = read.records | "Parse" >> ParseChangeEvents(parser, max_bytes)
     latest = parsed.events | "LatestPerDocument" >> LatestPerDocument()
     stores = config.stores
     fetched = latest.winners | "FetchContent" >> beam.ParDo(FetchContent(config.fetch)).with_outputs(
@@ -80,18 +81,18 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     dead_letters = ((read[DEAD_LETTERS], parsed[DEAD_LETTERS], fetched[DEAD_LETTERS], planned[DEAD_LETTERS],
                      assembled[DEAD_LETTERS],
                      *sink_dead_letters) | "AllDeadLetters" >> beam.Flatten())
-    streaming = source is not None and source.unbounded
-    _ = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(
-        config.dead_letters, config.window_seconds if streaming else 0)
-    if isinstance(source, KafkaConfig) and source.dead_letter_topic:
-        _ = dead_letters | "DeadLettersToKafka" >> beam.ParDo(ProduceDeadLetters(source, source.dead_letter_topic))
+    durable = dead_letters | "WriteDeadLetters" >> WriteDeadLetters(config.dead_letters)
+    source_dead_letters = source.dead_letter_sink() if source is not None else None
+    if source_dead_letters is not None:
+        durable = durable | "SourceDeadLetters" >> source_dead_letters
     acknowledge = source.acknowledge() if source is not None else None
     if acknowledge is not None:  # every record read ends here once applied, superseded or dead-lettered
-        done = ((settled | "SettledRefs" >> beam.Map(lambda o: o.event.source),
+        done = ((settled | "Applied" >> beam.Filter(lambda o: o.applied)
+                 | "AppliedRefs" >> beam.Map(lambda o: o.event.source),
                  latest[SUPERSEDED] | "LatestLoserRefs" >> beam.Map(lambda e: e.source),
                  fetched[SUPERSEDED] | "ObjectGoneRefs" >> beam.Map(lambda e: e.source),
                  planned[SUPERSEDED] | "PlannedSupersededRefs" >> beam.Map(lambda e: e.source),
-                 dead_letters | "DeadLetterRefs" >> beam.Map(lambda d: d.source))
+                 durable | "DeadLetterRefs" >> beam.Map(lambda d: d.source))
                 | "AllFinished" >> beam.Flatten()
                 | "WithSource" >> beam.Filter(lambda ref: ref is not None)
                 | "WholeRecords" >> FinishedRecords())

@@ -55,12 +55,6 @@ def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Option
                          onnx_folder=str(folder))
 
 
-def clear_dead_letters(path: str) -> None:
-    """The dead-letter file holds this run's records only: remove last run's (local paths)."""
-    if "://" not in path:
-        Path(path).unlink(missing_ok=True)
-
-
 def check_input(config: SyncConfig) -> None:
     """A streaming source must be reachable; a change-log input must exist: a folder, or a path or glob that
     matches at least one file (any Beam filesystem)."""
@@ -153,7 +147,6 @@ def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
         prepare_stores(config, model)
     except (StoreConfigError, ModelNotFoundError, UnsupportedModelError) as exc:
         raise StartupError(str(exc)) from exc
-    clear_dead_letters(config.dead_letters)
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     build_graph(pipeline, config, model)
@@ -175,21 +168,45 @@ def split_follow(argv: Sequence[str]) -> tuple[Optional[float], list[str]]:
     return known.follow, rest
 
 
+FOLLOW_MAX_BACKOFF_S = 300.0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """One run; or, with `--follow SECONDS`, a run every SECONDS after the last one ended (each run reads what
-    arrived since the last acknowledged position, e.g. Kafka runs read to the end offsets seen at start)."""
+    arrived since the last acknowledged position, e.g. Kafka runs read to the end offsets seen at start).
+    With `--follow`, a configuration error in the first run stops it (exit 2); any later failure (a server
+    down, say) is logged and the run retried after an exponential backoff (up to 5 minutes)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     pause, argv = split_follow(argv)
     if pause is not None and "--kafka_stop_at_end" not in argv:
         argv.append("--kafka_stop_at_end")  # ignored by the other sources
+    iteration, failures = 0, 0
     while True:
+        iteration += 1
         try:
             summary = run(argv)
         except StartupError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(summary.render(), flush=True)
+            if pause is None or iteration == 1:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            failures += 1
+            log.error("follow run %d could not start: %s", iteration, exc)
+        except Exception:  # noqa: BLE001 - a failed follow run is retried; a single run fails as before
+            if pause is None:
+                raise
+            failures += 1
+            log.exception("follow run %d failed", iteration)
+        else:
+            failures = 0
+            print(summary.render(), flush=True)
         if pause is None:
             return 0
-        time.sleep(pause)
+        time.sleep(follow_delay(pause, failures))
+
+
+def follow_delay(pause: float, failures: int) -> float:
+    """The wait before the next `--follow` run: `pause`, doubled for each failure in a row (capped)."""
+    if not failures:
+        return pause
+    return min(FOLLOW_MAX_BACKOFF_S, max(pause, 1.0) * 2 ** failures)

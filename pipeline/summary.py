@@ -23,6 +23,7 @@ class SinkSummary(BaseModel):
 
 class RunSummary(BaseModel):
     records_read: int = 0
+    record_extra_parts: int = 0
     records_acknowledged: int = 0
     events_applied: int = 0
     events_in_sync: int = 0
@@ -43,8 +44,9 @@ class RunSummary(BaseModel):
 
     @property
     def accounted(self) -> bool:
-        """Every record read was applied, superseded or dead-lettered."""
-        return self.records_read == self.events_applied + self.events_superseded + self.events_dead_lettered
+        """Every record read was applied, superseded or dead-lettered (each event of a record that held several)."""
+        return (self.records_read + self.record_extra_parts
+                == self.events_applied + self.events_superseded + self.events_dead_lettered)
 
     def with_store_counts(self, counts: dict[str, int]) -> "RunSummary":
         sinks = {name: s.model_copy(update={"vectors_in_store": counts.get(name)}) for name, s in self.sinks.items()}

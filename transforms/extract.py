@@ -4,10 +4,12 @@ file raises `ExtractionError`, which the fetch stage dead-letters with the reaso
 from __future__ import annotations
 
 import io
-import json
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import Callable, Optional
+
+from transforms.parse import RecordError, load_json
+from transforms.storable import check_string
 
 Extractor = Callable[[bytes], str]
 
@@ -60,9 +62,9 @@ def html_text(data: bytes) -> str:
 def json_text(data: bytes) -> str:
     """Every string value, one per line, in document order (keys are not text)."""
     try:
-        value = json.loads(_text(data))
-    except json.JSONDecodeError as exc:
-        raise ExtractionError(f"invalid JSON: {exc}") from exc
+        value = load_json(_text(data))
+    except RecordError as exc:
+        raise ExtractionError(str(exc)) from exc
     out: list[str] = []
 
     def walk(v: object) -> None:
@@ -129,4 +131,13 @@ def extractor_for(name: str, content_type: Optional[str] = None) -> Extractor:
 
 
 def extract_text(name: str, data: bytes, content_type: Optional[str] = None) -> str:
-    return extractor_for(name, content_type)(data)
+    """The document's text, NUL characters dropped (no store keeps them); `ExtractionError` when the type is
+    unsupported, the file broken, or the extractor failed in any other way."""
+    extractor = extractor_for(name, content_type)
+    try:
+        text = extractor(data).replace("\x00", "")
+        return check_string(text, "extracted text")
+    except ExtractionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a hostile file (or a lone surrogate) must not crash the run
+        raise ExtractionError(f"cannot extract text: {type(exc).__name__}: {exc}") from exc

@@ -18,13 +18,12 @@ dead-lettered with the reason `not a create or delete`.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any, Iterator, Optional, Union
 from urllib.parse import unquote, unquote_plus, urlparse
 
 from pydantic import ValidationError
 
-from transforms.parse import PARSE_STAGE, RecordError, summarise
+from transforms.parse import PARSE_STAGE, RecordError, load_json, summarise
 from transforms.types import ChangeEvent, DeadLetter, SourceRef
 
 MAX_VERSION = 2**63 - 1
@@ -132,7 +131,7 @@ def gcs_attributes(obj: Any, source: SourceRef) -> Optional[tuple[dict[str, str]
     if isinstance(obj, dict) and isinstance(obj.get("attributes"), dict) and "eventType" in obj["attributes"]:
         data = obj.get("data") or {}
         if isinstance(data, str):
-            data = json.loads(base64.b64decode(data))
+            data = load_json(base64.b64decode(data))
         return {k: str(v) for k, v in obj["attributes"].items()}, data
     attributes = {k[len(ATTRIBUTE_PREFIX):]: str(v) for k, v in source.position.items()
                   if k.startswith(ATTRIBUTE_PREFIX)}
@@ -209,7 +208,7 @@ class NotificationParser:
 
     def _notifications(self, payload: bytes, source: SourceRef) -> Iterator[Any]:
         text = payload.decode("utf-8").strip()
-        obj = json.loads(text) if text else None
+        obj = load_json(text) if text else None
         fmt = self._format
         gcs = gcs_attributes(obj, source) if fmt in ("auto", "gcs") else None
         if gcs is not None:

@@ -3,13 +3,13 @@ and the dead-letter file. None of them talks to a store."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import apache_beam as beam
 
 from transforms import counters
 from transforms.latest import select_latest
-from transforms.parse import parse_or_dead_letter
+from transforms.parse import PARSE_STAGE, parse_or_dead_letter
 from transforms.reconcile import MissingVectorError, assemble_writes
 from transforms.types import ChangeEvent, DeadLetter, DocKey, FanOutPlan, RawRecord, SinkOutcome, SourceRef
 
@@ -18,24 +18,83 @@ SUPERSEDED = "superseded"  # events settled without a write: superseded, or alre
 Parser = Callable[[bytes, SourceRef], Iterable[Any]]
 
 
+DEFAULT_MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+"""`--max_document_bytes`: the largest document text (inline or fetched) the pipeline takes."""
+ENVELOPE_BYTES = 64 * 1024
+"""A record may exceed `max_document_bytes` by this much (its doc_id, metadata and JSON syntax)."""
+KEPT_PAYLOAD_BYTES = 64 * 1024
+"""A dead letter of an oversize record keeps this much of its payload (the size is in the message)."""
+
+
+class DocumentTooLarge(ValueError):
+    """A record or a document's text is larger than `--max_document_bytes` allows."""
+
+
+class NoEvents(ValueError):
+    """A record that parsed but held no change event (an S3 message with no records, say)."""
+
+
+def utf8_length_over(text: str, limit: int) -> Optional[int]:
+    """The UTF-8 size of `text` when it is over `limit`, else None (encodes only when the length is unclear)."""
+    if len(text) * 4 <= limit:
+        return None
+    size = len(text) if len(text) > limit else len(text.encode("utf-8", "surrogatepass"))
+    return size if size > limit else None
+
+
 class _ParseRecords(beam.DoFn):
-    def __init__(self, parser: Parser) -> None:
+    """Each record ends as its events or as exactly one `parse` dead letter: a record over the size limit, a
+    parser that raises anything at all, a record that holds no event, or an event whose text is over
+    `max_document_bytes` (then the whole record is dead-lettered, none of its events go on)."""
+
+    def __init__(self, parser: Parser, max_document_bytes: Optional[int]) -> None:
         self._parser = parser
+        self._max_document_bytes = max_document_bytes
+        self._extra_parts = counters.counter(counters.RECORD_EXTRA_PARTS)
 
     def process(self, record: RawRecord) -> Iterator[Any]:
-        for item in self._parser(record.payload, record.source):
+        try:
+            items = self._parse(record)
+        except Exception as exc:  # noqa: BLE001 - any failure is this record's dead letter, never a crash
+            payload = record.payload[:KEPT_PAYLOAD_BYTES] if isinstance(exc, DocumentTooLarge) else record.payload
+            items = [DeadLetter.of(PARSE_STAGE, exc, payload, record.source,
+                                   doc_id=getattr(exc, "doc_id", None), error_type=type(exc).__name__)]
+        if len(items) > 1:
+            self._extra_parts.inc(len(items) - 1)
+        for item in items:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item) if isinstance(item, DeadLetter) else item
+
+    def _parse(self, record: RawRecord) -> list[Any]:
+        limit = self._max_document_bytes
+        if limit is not None and len(record.payload) > limit + ENVELOPE_BYTES:
+            raise DocumentTooLarge(f"record is {len(record.payload)} bytes, over --max_document_bytes {limit} "
+                                   f"(+{ENVELOPE_BYTES} for the envelope); payload kept: first "
+                                   f"{KEPT_PAYLOAD_BYTES} bytes")
+        items = list(self._parser(record.payload, record.source))
+        if not items:
+            raise NoEvents("the record holds no change event")
+        for item in items:
+            size = utf8_length_over(item.text, limit) if isinstance(item, ChangeEvent) and item.text and limit else None
+            if size is not None:
+                error = DocumentTooLarge(f"text of {item.doc_id!r} is {size} bytes, over --max_document_bytes "
+                                         f"{limit}; payload kept: first {KEPT_PAYLOAD_BYTES} bytes")
+                error.doc_id = item.doc_id  # type: ignore[attr-defined]
+                raise error
+        return items
 
 
 class ParseChangeEvents(beam.PTransform):
-    """`RawRecord`s → `ChangeEvent`s (main output) and `dead_letters` (stage `parse`)."""
+    """`RawRecord`s → `ChangeEvent`s (main output) and `dead_letters` (stage `parse`): every record yields
+    its events or one dead letter, whatever the input."""
 
-    def __init__(self, parser: Parser = parse_or_dead_letter) -> None:
+    def __init__(self, parser: Parser = parse_or_dead_letter, max_document_bytes: Optional[int] = None) -> None:
         super().__init__()
         self._parser = parser
+        self._max_document_bytes = max_document_bytes
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return records | beam.ParDo(_ParseRecords(self._parser)).with_outputs(DEAD_LETTERS, main="events")
+        return records | beam.ParDo(_ParseRecords(self._parser, self._max_document_bytes)).with_outputs(
+            DEAD_LETTERS, main="events")
 
 
 class _SelectLatest(beam.DoFn):
@@ -72,7 +131,11 @@ class _Assemble(beam.DoFn):
     def process(self, joined: tuple[DocKey, dict[str, list[Any]]]) -> Iterator[Any]:
         _, groups = joined
         for plan in groups["plans"]:
-            yield from self._assemble(plan, groups["vectors"], groups["failures"])
+            try:
+                outputs = list(self._assemble(plan, groups["vectors"], groups["failures"]))
+            except Exception as exc:  # noqa: BLE001 - one document's failure is its dead letter
+                outputs = [beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.for_event("assemble", exc, plan.event))]
+            yield from outputs
 
     def _assemble(self, plan: FanOutPlan, vectors: list[tuple[int, list[float]]],
                   failures: list[str]) -> Iterator[Any]:
@@ -143,28 +206,3 @@ class SettleEvents(beam.PTransform):
                 | "KeyByDocument" >> beam.Map(lambda o: (o.event.key, o))
                 | "GroupByDocument" >> beam.GroupByKey()
                 | "Settle" >> beam.ParDo(_Settle()))
-
-
-def _dead_letter_line(letter: DeadLetter) -> str:
-    """Counts the record, and its event as dead-lettered unless a sink failed it (`SettleEvents` counts
-    those once per event, however many sinks failed)."""
-    counters.counter(counters.DEAD_LETTERS).inc()
-    if not letter.stage.startswith("sink:"):
-        counters.counter(counters.EVENTS_DEAD_LETTERED).inc()
-    return letter.model_dump_json()
-
-
-class WriteDeadLetters(beam.PTransform):
-    """Writes every dead letter as one JSON line to `path` (one file, replaced on each run); with
-    `streaming_frequency` (unbounded sources), to files `path-<window>-<shard>` every that many seconds."""
-
-    def __init__(self, path: str, streaming_frequency: int = 0) -> None:
-        super().__init__()
-        self._path = path
-        self._frequency = streaming_frequency
-
-    def expand(self, letters: beam.PCollection) -> Any:
-        lines = letters | "ToJson" >> beam.Map(_dead_letter_line)
-        if self._frequency:
-            return lines | "WriteJsonlFiles" >> beam.io.WriteToText(self._path, triggering_frequency=self._frequency)
-        return lines | "WriteJsonl" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)

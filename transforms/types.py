@@ -10,7 +10,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
+
+from transforms.storable import MAX_VERSION, check_metadata, check_string
 
 DocKey = tuple[str, str]
 """`(namespace or "", doc_id)`: the unit of ordering and reconciliation."""
@@ -37,19 +39,31 @@ class ChangeEvent(BaseModel):
     An upsert carries `text` (or a `uri` whose content is fetched later); a delete removes every chunk of the
     document. `version` is monotonic per document: the highest version wins, whatever the arrival order.
     `raw` keeps the original bytes so any later stage can dead-letter the record with its payload.
+    Every field must be storable by every sink (`transforms.storable`): no NUL or lone surrogate in a string,
+    a version within signed 64 bits, metadata of finite JSON data.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     doc_id: StrictStr = Field(min_length=1)
     op: Literal["upsert", "delete"]
-    version: StrictInt = Field(ge=0)
+    version: StrictInt = Field(ge=0, le=MAX_VERSION)
     text: Optional[StrictStr] = None
     uri: Optional[StrictStr] = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     namespace: Optional[StrictStr] = None
     source: Optional[SourceRef] = None
     raw: bytes = Field(default=b"", repr=False, exclude=True)
+
+    @field_validator("doc_id", "namespace", "text", "uri")
+    @classmethod
+    def _storable_string(cls, value: Optional[str], info: Any) -> Optional[str]:
+        return value if value is None else check_string(value, info.field_name)
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_metadata(value)
 
     @model_validator(mode="after")
     def _upsert_has_content(self) -> "ChangeEvent":
@@ -93,10 +107,10 @@ class DeadLetter(BaseModel):
         return cls(
             stage=stage,
             error_type=error_type or (type(error).__name__ if isinstance(error, BaseException) else "Error"),
-            error=str(error),
+            error=_writable(str(error)),
             payload=base64.b64encode(payload).decode("ascii"),
             source=source,
-            doc_id=doc_id,
+            doc_id=None if doc_id is None else _writable(doc_id),
             attempts=attempts,
         )
 
@@ -108,6 +122,11 @@ class DeadLetter(BaseModel):
 
     def original_payload(self) -> bytes:
         return base64.b64decode(self.payload)
+
+
+def _writable(text: str) -> str:
+    """`text` with any lone surrogate written as `\\udXXX`, so a dead letter can always be written as JSON."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)
