@@ -185,3 +185,56 @@ def test_follow_over_a_stream_with_a_malformed_record_keeps_its_dead_letter(tmp_
         stop_process_group(proc)
     (letter,) = read_dead_letters(tmp_path / "dead.jsonl")
     assert letter["stage"] == "parse" and letter["source"]["position"]["key"] == "bad"
+
+
+# --- fuzzing every parser of outside bytes ----------------------------------------------------------------------
+
+JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                      st.text(max_size=12))
+JSON_VALUE = st.recursive(JSON_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                             st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                          max_leaves=20)
+FIELDS = st.fixed_dictionaries({}, optional={
+    "doc_id": JSON_VALUE, "op": st.sampled_from(["upsert", "delete", "x"]), "version": JSON_VALUE,
+    "text": JSON_VALUE, "uri": JSON_VALUE, "metadata": JSON_VALUE, "namespace": JSON_VALUE,
+    "Records": JSON_VALUE, "eventType": st.sampled_from(["Microsoft.Storage.BlobCreated", "x"]), "data": JSON_VALUE})
+
+
+def _payloads():
+    as_json = FIELDS.map(lambda d: json.dumps(d, allow_nan=True).encode("utf-8", "surrogatepass"))
+    return st.one_of(st.binary(max_size=200), as_json, JSON_VALUE.map(
+        lambda v: json.dumps(v, allow_nan=True).encode("utf-8", "surrogatepass")))
+
+
+def _parsers():
+    from connectors.changelog import parse_document_file
+    from connectors.kafka import KafkaConfig, KafkaRecordParser
+
+    kafka = KafkaRecordParser(KafkaConfig(bootstrap="127.0.0.1:1", topics=("t",), group="g"))
+    mapped = KafkaRecordParser(KafkaConfig(bootstrap="127.0.0.1:1", topics=("t",), group="g", doc_id_field="a.b",
+                                           text_fields=("text", "data"), version_field="version"))
+    return [("changelog", parse_or_dead_letter, SOURCE), ("notifications", NotificationParser("auto"), SOURCE),
+            ("kafka", kafka, SourceRef(system="kafka", position={"topic": "t", "partition": 0, "offset": 3,
+                                                                 "key": "k"})),
+            ("kafka-mapped", mapped, SourceRef(system="kafka", position={"topic": "t", "partition": 0,
+                                                                         "offset": 3})),
+            ("folder", parse_document_file, SourceRef(system="folder", position={"doc_id": "a.md", "mtime_ns": 1}))]
+
+
+@given(payload=_payloads())
+@settings(max_examples=300, deadline=None)
+def test_every_parser_turns_any_bytes_into_storable_events_or_writable_dead_letters(payload: bytes):
+    from transforms.storable import check_metadata, check_string
+
+    for _, parser, source in _parsers():
+        outputs = [getattr(o, "value", o) for o in _ParseRecords(parser, 10_000).process(RawRecord(payload, source))]
+        assert outputs, "every record ends as events or a dead letter"
+        for out in outputs:
+            if isinstance(out, DeadLetter):
+                json.loads(out.model_dump_json())
+            else:
+                assert isinstance(out, ChangeEvent)
+                for value in (out.doc_id, out.namespace, out.text, out.uri):
+                    if value is not None:
+                        check_string(value, "field")
+                check_metadata(out.metadata)
