@@ -8,6 +8,8 @@ sink flags such as `--collection` apply to the sink of their type, wherever it w
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
 import json
 import os
 from pathlib import Path
@@ -112,6 +114,9 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
+_SECRET_FLAGS = frozenset({"pg_dsn", "mongo_uri", "redis_url", "azure_connection_string"})
+"""Flags whose value is a secret reference (connectors/secrets.py); their environment defaults are passed on
+as `env:NAME`, never as the value."""
 _GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap",
             "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds", "dead_letters", "summary_json")
 
@@ -245,7 +250,9 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[str]]:
     """`(config, beam_args)`; raises `pydantic.ValidationError`, `ValueError` or `SystemExit` on bad input."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    refuse_mistyped_flags(beam_args, parser)
     settings = load_config_file(args.config) if args.config else {}
     for name in _GENERAL:
         if getattr(args, name) is not None:
@@ -266,6 +273,36 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[s
     return config, beam_args
 
 
+def refuse_mistyped_flags(beam_args: Sequence[str], parser: argparse.ArgumentParser) -> None:
+    """Raise ValueError for an argument left over for Beam that Beam does not know but that is a hyphenated
+    or close spelling of one of our flags or of a Beam option (Beam would log its value and ignore it).
+    The message names the flag and the likely one, never the value. Other unknown flags pass to Beam."""
+    ours = [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    beams = _beam_option_names()
+    for arg in beam_args:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        name = arg[2:].split("=", 1)[0]
+        if name in beams:
+            continue
+        normal = name.replace("-", "_")
+        close = [normal] if normal in ours or normal in beams else difflib.get_close_matches(
+            normal, [*ours, *beams], n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f"unknown option --{name}: did you mean --{close[0]}?")
+
+
+@functools.lru_cache(maxsize=1)
+def _beam_option_names() -> frozenset[str]:
+    """Every option Beam's PipelineOptions classes define (as Beam's own parser collects them)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - how Beam itself lists its options
+    return frozenset(o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--"))
+
+
 def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The sinks' settings: the file's list (or `--sink`'s, which replaces it), with sink flags applied."""
     listed = [dict(s) for s in (from_file or [])]
@@ -277,7 +314,7 @@ def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, 
     for flag, (sink_type, field) in _SINK_FLAGS.items():
         value = getattr(args, flag)
         if value is None and flag in _ENV_DEFAULTS:
-            value = os.environ.get(_ENV_DEFAULTS[flag])
+            value = _from_environment(_ENV_DEFAULTS[flag], reference=flag in _SECRET_FLAGS)
             apply = lambda s, f=field: f not in s  # noqa: E731 - the environment fills gaps only
         else:
             apply = lambda s, f=field: True  # noqa: E731
@@ -285,7 +322,7 @@ def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, 
             for s in listed:
                 if s.get("type") == sink_type and apply(s):
                     s[field] = value
-    api_key = os.environ.get(args.qdrant_api_key_env)
+    api_key = _from_environment(args.qdrant_api_key_env, reference=True)
     for s in listed:
         if s.get("type") == "qdrant" and api_key and "api_key" not in s:
             s["api_key"] = api_key
@@ -315,7 +352,7 @@ def _source_settings(args: argparse.Namespace, from_file: Optional[dict[str, Any
     for flag, (source_type, field) in _SOURCE_FLAGS.items():
         value = getattr(args, flag)
         if value is None and flag in _SOURCE_ENV and field not in source:
-            value = os.environ.get(_SOURCE_ENV[flag])
+            value = _from_environment(_SOURCE_ENV[flag], reference=flag in _SECRET_FLAGS)
         if value is not None and source_type == ANY_SOURCE and (
                 field not in _SOURCE_CLASSES[source["type"]].model_fields):
             raise ValueError(f"--{flag} does not apply to --source {source['type']}")
@@ -324,6 +361,13 @@ def _source_settings(args: argparse.Namespace, from_file: Optional[dict[str, Any
     if args.kafka_config and source["type"] == "kafka":
         source["client_config"] = {**source.get("client_config", {}), **_key_values(args.kafka_config)}
     return source
+
+
+def _from_environment(name: str, reference: bool) -> Optional[str]:
+    """An environment default: `env:NAME` for a secret (workers resolve it), else the value; None if unset."""
+    if not os.environ.get(name):
+        return None
+    return f"env:{name}" if reference else os.environ[name]
 
 
 def _require(sinks: list[dict[str, Any]], sink_type: str, field: str, message: str) -> None:
