@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = parser.add_argument_group("source")
     src.add_argument("--source", choices=SOURCES, help="where changes come from (default: changelog, "
                                                        "which reads --input)")
-    src.add_argument("--redis_url", help="Redis URL for --source redis (default: $REDIS_URL; never logged)")
+    src.add_argument("--redis_url", help="Redis URL for --source redis, a secret: env:NAME, file:PATH or gcp-secret:... "
+                          "(default: env:REDIS_URL; see README 'Secrets')")
     src.add_argument("--redis_stream", help="Redis stream to read")
     src.add_argument("--redis_group", help="consumer group (created at the stream's start when missing)")
     src.add_argument("--redis_consumer", help="consumer name; keep it stable across runs (default: vector-sync-HOST)")
@@ -146,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
     src.add_argument("--azure_queue", help="Azure Storage Queue receiving Event Grid notifications (--source azure_queue)")
     src.add_argument("--azure_connection_string",
-                     help="Azure Storage connection string for the queue and blob fetches (default: "
-                          "$AZURE_STORAGE_CONNECTION_STRING; never logged)")
+                     help="Azure Storage connection string for the queue and blob fetches, a secret: env:NAME, "
+                          "file:PATH or gcp-secret:... (default: env:AZURE_STORAGE_CONNECTION_STRING)")
     src.add_argument("--notifications", choices=("auto", "eventgrid", "gcs", "s3"),
                      help="records are object-store notifications (Event Grid, GCS, S3; auto-detected): "
                           "the objects are fetched and their text extracted")
@@ -158,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--kafka_stop_at_end", action="store_true", default=None,
                      help="read to the end offsets seen at start, then finish (backfills, tests, successive runs)")
     src.add_argument("--kafka_config", action="append", metavar="KEY=VALUE",
-                     help="extra librdkafka setting (security too; secret values are never logged); repeatable")
+                     help="extra librdkafka setting, repeatable; the value of a secret one (sasl.password, "
+                          "ssl.key.password, ...) is a secret: env:NAME, file:PATH or gcp-secret:...")
     src.add_argument("--kafka_json_schema", help="JSON Schema file that every Kafka value must satisfy")
     src.add_argument("--doc_id_field", help="dotted path of the doc_id in another JSON shape (default: the record key)")
     src.add_argument("--text_fields", type=_comma_list, help="dotted paths whose values make the text, comma-separated")
@@ -171,18 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--qdrant_path", help=f"embedded Qdrant folder (default: {DEFAULT_PATH})")
     sink.add_argument("--qdrant_url", help="Qdrant server URL instead of the embedded store")
     sink.add_argument("--qdrant_api_key_env", default="QDRANT_API_KEY",
-                      help="environment variable holding the Qdrant API key (never logged)")
+                      help="environment variable holding the Qdrant API key (passed on as env:NAME)")
     sink.add_argument("--collection", help="Qdrant collection (default: documents)")
     sink.add_argument("--qdrant_local_durability", choices=("fast", "full"),
                       help="embedded store: 'fast' (default; SQLite WAL, safe if the pipeline crashes, the last "
                            "writes may be lost on power loss) or 'full' (an fsync per point, about 5x slower "
                            "writes; use it when a streaming source's acknowledgement must mean on disk)")
-    sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector (default: $PG_DSN; never logged)")
+    sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector, a secret: "
+                                      "env:NAME, file:PATH or gcp-secret:... (default: env:PG_DSN)")
     sink.add_argument("--pg_table", help="pgvector table (default: documents)")
     sink.add_argument("--pinecone_index_host", help="Pinecone index host (default: $PINECONE_INDEX_HOST); "
                                                     "the API key is read from $PINECONE_API_KEY")
     sink.add_argument("--pinecone_namespace", help="one Pinecone namespace for all events (default: each event's)")
-    sink.add_argument("--mongo_uri", help="MongoDB URI for --sink mongodb (default: $MONGODB_URI; never logged)")
+    sink.add_argument("--mongo_uri", help="MongoDB URI for --sink mongodb, a secret: env:NAME, file:PATH or "
+                                        "gcp-secret:... (default: env:MONGODB_URI)")
     sink.add_argument("--mongo_db", help="MongoDB database (default: vector_sync)")
     sink.add_argument("--mongo_collection", help="MongoDB collection (default: documents)")
     sink.add_argument("--mongo_client_factory",

@@ -130,3 +130,103 @@ def test_no_secret_written_in_the_config_file_travels_in_the_job_graph(secrets: 
                   {"type": "pinecone", "index_host": "http://127.0.0.1:1", "api_key": secrets["pinecone"]}]}))
     os.environ.pop("QDRANT_API_KEY"), os.environ.pop("PINECONE_API_KEY")
     assert _leaks(_build(["--config", str(config), "--notifications", "eventgrid"]), secrets) == {}
+
+
+# --- references ----------------------------------------------------------------------------------------------
+
+def test_references_resolve_from_the_environment_and_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from connectors.secrets import SecretRef
+
+    monkeypatch.setenv("SYNC_TEST_DSN", "postgresql://u:p@h/db")
+    (tmp_path / "dsn").write_text("postgresql://u:q@h/db\n")
+    assert SecretRef.model_validate("env:SYNC_TEST_DSN").resolve() == "postgresql://u:p@h/db"
+    assert SecretRef.model_validate(f"file:{tmp_path / 'dsn'}").resolve() == "postgresql://u:q@h/db"
+
+
+def test_a_literal_is_moved_into_the_environment_and_only_its_reference_is_kept():
+    import pickle
+
+    from connectors.pgvector import PgVectorConfig
+
+    secret = _secret("literal")
+    config = PgVectorConfig(dsn=f"postgresql://u:{secret}@h/db")
+    assert config.dsn.ref.startswith("env:BVS_SECRET_") and config.dsn.from_literal
+    assert secret.split("-")[1] not in config.dsn.ref  # the name says nothing about the value
+    assert config.dsn.resolve() == f"postgresql://u:{secret}@h/db"
+    assert secret.encode() not in pickle.dumps(config) and secret not in repr(config)
+
+
+def test_an_unresolvable_reference_names_the_reference_only(tmp_path: Path):
+    from connectors.secrets import SecretError, SecretRef
+
+    with pytest.raises(SecretError, match="SYNC_TEST_UNSET is not set"):
+        SecretRef.model_validate("env:SYNC_TEST_UNSET").resolve()
+    with pytest.raises(SecretError, match="cannot read the file"):
+        SecretRef.model_validate(f"file:{tmp_path / 'missing'}").resolve()
+    try:
+        import google.cloud.secretmanager  # noqa: F401
+    except ImportError:
+        with pytest.raises(SecretError, match="pip install google-cloud-secret-manager"):
+            SecretRef.model_validate("gcp-secret:projects/p/secrets/s/versions/1").resolve()
+
+
+def test_kafka_secret_settings_become_references_and_others_stay_as_given(monkeypatch: pytest.MonkeyPatch):
+    from connectors.kafka import KafkaConfig
+    from connectors.secrets import SecretRef
+
+    secret = _secret("kafka")
+    config = KafkaConfig(bootstrap="b:9092", topics=("t",), group="g", client_config={
+        "security.protocol": "SASL_SSL", "sasl.password": secret, "ssl.key.location": "/keys/client.key",
+        "ssl.key.password": "env:SYNC_TEST_KEY_PASSWORD"})
+    assert config.client_config["security.protocol"] == "SASL_SSL"
+    assert config.client_config["ssl.key.location"] == "/keys/client.key"
+    assert isinstance(config.client_config["sasl.password"], SecretRef)
+    assert config.client_config["ssl.key.password"] == SecretRef.model_validate("env:SYNC_TEST_KEY_PASSWORD")
+    monkeypatch.setenv("SYNC_TEST_KEY_PASSWORD", "key-password")
+    settings = config.client_settings()
+    assert settings["sasl.password"] == secret and settings["ssl.key.password"] == "key-password"
+    assert secret not in str(config.display())
+
+
+# --- runners -------------------------------------------------------------------------------------------------
+
+def _runner_check(argv: list[str], *beam: str) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.main import check_runner
+
+    config, beam_args = parse_args([*argv, *beam])
+    check_runner(config, PipelineOptions(beam_args))
+
+
+@pytest.mark.parametrize("runner", ["--runner=FlinkRunner", "--runner=DataflowRunner", "--runner=PortableRunner"])
+def test_a_literal_secret_is_refused_for_remote_workers(runner: str, monkeypatch: pytest.MonkeyPatch):
+    from pipeline.main import StartupError
+
+    monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+    with pytest.raises(StartupError, match=r"literal \(sinks\[pgvector\]\.dsn\).*env:NAME.*file:PATH") as raised:
+        _runner_check(["--sink", "pgvector", "--pg_dsn", "postgresql://u:pw-literal@h/db"], runner)
+    assert "pw-literal" not in str(raised.value)
+
+
+def test_references_pass_for_remote_workers_and_literals_for_local_ones(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PG_DSN", "postgresql://u:pw@h/db")
+    _runner_check(["--sink", "pgvector"], "--runner=FlinkRunner")
+    _runner_check(["--sink", "pgvector", "--pg_dsn", "file:/run/secrets/dsn",
+                   "--source", "kafka", "--kafka_bootstrap", "b:9092", "--kafka_topic", "t", "--kafka_group", "g",
+                   "--kafka_config", "sasl.password=env:KAFKA_PASSWORD"], "--runner=DataflowRunner")
+    _runner_check(["--sink", "pgvector", "--pg_dsn", "postgresql://u:pw@h/db"], "--runner=DirectRunner")
+    _runner_check(["--sink", "pgvector", "--pg_dsn", "postgresql://u:pw@h/db"], "--runner=PortableRunner",
+                  "--environment_type=LOOPBACK")
+
+
+@pytest.mark.slow  # two worker processes each load the model (about a minute here)
+def test_a_literal_dsn_reaches_the_direct_runners_worker_processes(tmp_path: Path, pg_uri: str, table: str):
+    """multi_processing workers inherit the environment that holds the literal, and resolve it in setup."""
+    from pipeline.main import run
+    from tests.conftest import REPO, read_rows
+
+    summary = run(["--input", str(REPO / "pipeline" / "sample_data" / "changelog.jsonl"), "--sink", "pgvector",
+                   "--pg_dsn", pg_uri, "--pg_table", table, "--dead_letters", str(tmp_path / "dead.jsonl"),
+                   "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert summary.events_applied == 6 and summary.sinks["pgvector"].dead_letters == 0 and read_rows(pg_uri, table)
