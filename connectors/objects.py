@@ -39,7 +39,8 @@ class FetchConfig(BaseModel):
 
     max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     azure_connection_string: Optional[SecretRef] = None
-    """A reference (see connectors/secrets.py), resolved by each worker; default: `env:AZURE_STORAGE_CONNECTION_STRING`; without one, Azure URLs must carry a SAS or be public."""
+    """A reference (see connectors/secrets.py), resolved by each worker; default:
+    `env:AZURE_STORAGE_CONNECTION_STRING`; without one, Azure URLs must carry a SAS or be public."""
     retry: RetryPolicy = RetryPolicy()
 
     def connection_string(self) -> Optional[str]:

@@ -41,7 +41,7 @@ class SecretRef(BaseModel):
     """Where a secret is: `env:NAME`, `file:PATH` or `gcp-secret:projects/P/secrets/S/versions/V`. Built
     from a string; any other string is a literal, moved into the environment (see the module docstring)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     ref: str
 
@@ -50,6 +50,8 @@ class SecretRef(BaseModel):
     def _from_value(cls, value: Any) -> Any:
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        if isinstance(value, dict) and isinstance(value.get("ref"), str):
+            value = value["ref"]
         if isinstance(value, str):
             return {"ref": value if is_reference(value) else _move_to_environment(value)}
         return value

@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = parser.add_argument_group("source")
     src.add_argument("--source", choices=SOURCES, help="where changes come from (default: changelog, "
                                                        "which reads --input)")
-    src.add_argument("--redis_url", help="Redis URL for --source redis, a secret: env:NAME, file:PATH or gcp-secret:... "
-                          "(default: env:REDIS_URL; see README 'Secrets')")
+    src.add_argument("--redis_url", help="Redis URL for --source redis, a secret: env:NAME, file:PATH or "
+                                         "gcp-secret:... (default: env:REDIS_URL)")
     src.add_argument("--redis_stream", help="Redis stream to read")
     src.add_argument("--redis_group", help="consumer group (created at the stream's start when missing)")
     src.add_argument("--redis_consumer", help="consumer name; keep it stable across runs (default: vector-sync-HOST)")
