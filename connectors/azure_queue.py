@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from typing import Any, Iterator, Literal, Optional
 
 import apache_beam as beam
-from pydantic import Field, SecretStr
+from pydantic import Field
 
+from connectors.secrets import SecretRef
 from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
 from transforms import counters
 from transforms.notifications import NotificationParser
@@ -25,17 +25,17 @@ SYSTEM = "azure_queue"
 
 
 class AzureQueueConfig(SourceConfig):
-    """`queue` on the account of `connection_string` (default `$AZURE_STORAGE_CONNECTION_STRING`)."""
+    """`queue` on the account of `connection_string` (a reference, see connectors/secrets.py; default
+    `env:AZURE_STORAGE_CONNECTION_STRING`), resolved where the client is made."""
 
     type: Literal["azure_queue"] = "azure_queue"
     queue: str
-    connection_string: Optional[SecretStr] = None
+    connection_string: Optional[SecretRef] = None
     visibility_timeout_s: int = Field(default=600, ge=1, le=7 * 24 * 3600)
     max_records: Optional[int] = Field(default=None, ge=1)
 
     def connection(self) -> str:
-        value = (self.connection_string.get_secret_value() if self.connection_string
-                 else os.environ.get("AZURE_STORAGE_CONNECTION_STRING", ""))
+        value = (self.connection_string or SecretRef.env("AZURE_STORAGE_CONNECTION_STRING")).resolve_or_none()
         if not value:
             raise SourceConfigError("--source azure_queue needs --azure_connection_string "
                                     "(or AZURE_STORAGE_CONNECTION_STRING)")

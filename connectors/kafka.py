@@ -26,9 +26,10 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from connectors.base import BundleBuffer, emit_output
+from connectors.secrets import SecretRef
 from connectors.sources import SourceConfig, SourceConfigError
 from transforms import counters
 from transforms.parse import RecordError, event_or_dead_letter, load_json, validate_event
@@ -37,19 +38,28 @@ from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
 SYSTEM = "kafka"
 UNBOUNDED_END = sys.maxsize
-_SECRET_KEYS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key")
+_SECRET_WORDS = ("password", "secret", "passphrase")
+
+
+def is_secret_setting(key: str) -> bool:
+    """librdkafka settings whose value is a secret: passwords, secrets, passphrases, PEM private keys and the
+    OAUTHBEARER config (e.g. `sasl.password`, `ssl.key.password`, `ssl.key.pem`,
+    `sasl.oauthbearer.client.secret`)."""
+    key = key.lower()
+    return any(w in key for w in _SECRET_WORDS) or key.endswith("key.pem") or key == "sasl.oauthbearer.config"
 
 
 class KafkaConfig(SourceConfig):
     """`bootstrap` servers, `topics`, consumer `group`; `client_config` holds extra librdkafka settings
-    (security included; values of keys naming passwords or secrets are never logged)."""
+    (security included). The value of a secret setting (`is_secret_setting`) is a `SecretRef` (see
+    connectors/secrets.py), resolved where the client is made and never logged."""
 
     type: Literal["kafka"] = "kafka"
     bootstrap: str
     topics: tuple[str, ...] = Field(min_length=1)
     group: str
     stop_at_end: bool = False
-    client_config: dict[str, str] = Field(default_factory=dict, repr=False)
+    client_config: dict[str, Union[str, SecretRef]] = Field(default_factory=dict, repr=False)
     doc_id_field: Optional[str] = None
     text_fields: tuple[str, ...] = ()
     version_field: Optional[str] = None
@@ -59,9 +69,19 @@ class KafkaConfig(SourceConfig):
     idle_timeout_s: float = 30.0
     """A bounded read that sees no record for this long before reaching its end offset fails (a broker problem)."""
 
+    @field_validator("client_config", mode="before")
+    @classmethod
+    def _secrets_by_reference(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: SecretRef.model_validate(v) if is_secret_setting(str(k)) and isinstance(v, str) else v
+                for k, v in value.items()}
+
     def client_settings(self, **extra: Any) -> dict[str, Any]:
+        """The consumer's settings, secrets resolved (call it where the client is made)."""
+        resolved = {k: v.resolve() if isinstance(v, SecretRef) else v for k, v in self.client_config.items()}
         return {"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
-                "enable.partition.eof": False, **self.client_config, **extra}
+                "enable.partition.eof": False, **resolved, **extra}
 
     def read(self) -> beam.PTransform:
         return ReadKafka(self)
@@ -100,7 +120,7 @@ class KafkaConfig(SourceConfig):
             raise SourceConfigError(f"--kafka_json_schema {self.json_schema}: no such file")
 
     def display(self) -> dict[str, Any]:
-        safe = {k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.client_config.items()}
+        safe = {k: ("***" if isinstance(v, SecretRef) else v) for k, v in self.client_config.items()}
         return {"source": "kafka", "bootstrap": self.bootstrap, "topics": ",".join(self.topics), "group": self.group,
                 "client_config": json.dumps(safe, sort_keys=True)}
 

@@ -18,9 +18,10 @@ import importlib
 import logging
 from typing import Any, Callable, Literal, Sequence
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.secrets import SecretRef
 from transforms.ids import document_point_id
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
@@ -43,7 +44,8 @@ class MongoConfig(StoreConfig):
     """`uri` (a `mongodb://` or `mongodb+srv://` URI; never logged), `database`, `collection`."""
 
     type: Literal["mongodb"] = "mongodb"
-    uri: SecretStr
+    uri: SecretRef
+    """A reference (see connectors/secrets.py), resolved where the client is made."""
     database: str = "vector_sync"
     collection: str = "documents"
     create_collection: bool = True

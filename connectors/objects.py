@@ -11,13 +11,13 @@ container/bucket, key, content type, size and etag land in the event metadata.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator, Optional
 from urllib.parse import unquote, urlparse
 
 import apache_beam as beam
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.secrets import SecretRef
 from transforms import counters
 from transforms.extract import ExtractionError, extract_text
 from transforms.notifications import azure_blob_location
@@ -38,14 +38,13 @@ class FetchConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_document_bytes: int = Field(default=DEFAULT_MAX_DOCUMENT_BYTES, ge=1)
-    azure_connection_string: Optional[SecretStr] = None
-    """Default: `$AZURE_STORAGE_CONNECTION_STRING`; without one, Azure URLs must carry a SAS or be public."""
+    azure_connection_string: Optional[SecretRef] = None
+    """A reference (see connectors/secrets.py), resolved by each worker; default:
+    `env:AZURE_STORAGE_CONNECTION_STRING`; without one, Azure URLs must carry a SAS or be public."""
     retry: RetryPolicy = RetryPolicy()
 
     def connection_string(self) -> Optional[str]:
-        if self.azure_connection_string is not None:
-            return self.azure_connection_string.get_secret_value()
-        return os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        return (self.azure_connection_string or SecretRef.env("AZURE_STORAGE_CONNECTION_STRING")).resolve_or_none()
 
 
 class ObjectFetcher:

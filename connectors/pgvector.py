@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, Optional, Sequence
 
-from pydantic import SecretStr
-
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.secrets import SecretRef
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 STATE_SUFFIX = "__sync_state"
@@ -43,7 +42,9 @@ class PgVectorConfig(StoreConfig):
     start unless `create_table` is off."""
 
     type: Literal["pgvector"] = "pgvector"
-    dsn: SecretStr
+    dsn: SecretRef
+    """A reference (`env:NAME`, `file:PATH`, `gcp-secret:...`; see connectors/secrets.py), resolved where the
+    connection is made."""
     table: str = "documents"
     create_table: bool = True
 

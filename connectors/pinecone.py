@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Literal, Optional, Sequence
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.secrets import SecretRef
 from transforms import counters
 from transforms.retry import is_transient_status
 from transforms.types import ChunkRecord, DocKey, DocumentWrite, StoredChunk, StoredDocument
@@ -53,14 +53,15 @@ def encode_doc_id(doc_id: str) -> str:
 
 
 class PineconeConfig(StoreConfig):
-    """`index_host` (from the console, or `http://127.0.0.1:PORT` for Pinecone Local); the API key comes from
-    the environment variable `api_key_env` (default `PINECONE_API_KEY`) and is never logged. `namespace`:
+    """`index_host` (from the console, or `http://127.0.0.1:PORT` for Pinecone Local); `api_key` is a
+    reference (see connectors/secrets.py; default `env:<api_key_env>`, i.e. `$PINECONE_API_KEY`), resolved
+    where the client is made and never logged. `namespace`:
     one Pinecone namespace for everything; default: each event's own namespace (none → the default one)."""
 
     type: Literal["pinecone"] = "pinecone"
     index_host: str
     api_key_env: str = "PINECONE_API_KEY"
-    api_key: Optional[SecretStr] = None
+    api_key: Optional[SecretRef] = None
     namespace: Optional[str] = None
     batch_size: int = Field(default=100, ge=1)
     vectors_per_request: int = Field(default=100, ge=1, le=1000)
@@ -73,7 +74,7 @@ class PineconeConfig(StoreConfig):
         return "pinecone"
 
     def resolved_api_key(self) -> str:
-        key = self.api_key.get_secret_value() if self.api_key else os.environ.get(self.api_key_env, "")
+        key = (self.api_key or SecretRef.env(self.api_key_env)).resolve_or_none()
         if not key:
             raise StoreConfigError(f"the Pinecone sink needs an API key in ${self.api_key_env}")
         return key

@@ -21,9 +21,10 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Sequence
 
-from pydantic import SecretStr, model_validator
+from pydantic import model_validator
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.secrets import SecretRef
 from transforms.ids import chunk_point_id, document_point_id
 from transforms.retry import is_transient_status
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
@@ -105,7 +106,8 @@ class QdrantConfig(StoreConfig):
     type: Literal["qdrant"] = "qdrant"
     path: Optional[str] = None
     url: Optional[str] = None
-    api_key: Optional[SecretStr] = None
+    api_key: Optional[SecretRef] = None
+    """A reference (see connectors/secrets.py), resolved where the client is made."""
     collection: str = "documents"
     create_collection: bool = True
     local_durability: Literal["fast", "full"] = "fast"

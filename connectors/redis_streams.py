@@ -15,8 +15,9 @@ import socket
 from typing import Any, Iterator, Literal, Optional
 
 import apache_beam as beam
-from pydantic import Field, SecretStr
+from pydantic import Field
 
+from connectors.secrets import SecretRef
 from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
 from transforms import counters
 from transforms.stages import DEAD_LETTERS
@@ -37,7 +38,8 @@ class RedisStreamConfig(SourceConfig):
     entries are picked up again)."""
 
     type: Literal["redis"] = "redis"
-    url: SecretStr
+    url: SecretRef
+    """A reference (see connectors/secrets.py), resolved where the client is made."""
     stream: str
     group: str
     consumer: str = Field(default_factory=lambda: f"vector-sync-{socket.gethostname()}")

@@ -12,11 +12,18 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    PortableOptions,
+    SetupOptions,
+    StandardOptions,
+)
 from pydantic import ValidationError
 
 from connectors.base import StoreConfigError
 from connectors.qdrant import QdrantConfig
+from connectors.secrets import literal_secrets
 from connectors.sources import SourceConfigError
 from pipeline.graph import ResolvedModel, build_graph
 from pipeline.options import SyncConfig, parse_args
@@ -90,6 +97,12 @@ def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
         raise StartupError(f"an unbounded source never finishes on {runner} (it runs in batch mode here): add "
                            "--kafka_stop_at_end for one bounded run, or --follow SECONDS for successive bounded "
                            "runs; unbounded reading is for streaming runners (Flink, Dataflow)")
+    literals = literal_secrets(config)
+    loopback = options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    if literals and runner not in LOCAL_RUNNERS and not loopback:
+        raise StartupError(f"a secret given as a literal ({', '.join(literals)}) would have to travel to "
+                           f"{runner}'s workers: pass a reference instead, env:NAME (a variable set on the "
+                           "workers), file:PATH or gcp-secret:projects/P/secrets/S/versions/V")
 
 
 def prepare_stores(config: SyncConfig, model: ResolvedModel) -> None:

@@ -8,6 +8,8 @@ sink flags such as `--collection` apply to the sink of their type, wherever it w
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
 import json
 import os
 from pathlib import Path
@@ -112,6 +114,9 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
+_SECRET_FLAGS = frozenset({"pg_dsn", "mongo_uri", "redis_url", "azure_connection_string"})
+"""Flags whose value is a secret reference (connectors/secrets.py); their environment defaults are passed on
+as `env:NAME`, never as the value."""
 _GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap",
             "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds", "dead_letters", "summary_json")
 
@@ -128,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = parser.add_argument_group("source")
     src.add_argument("--source", choices=SOURCES, help="where changes come from (default: changelog, "
                                                        "which reads --input)")
-    src.add_argument("--redis_url", help="Redis URL for --source redis (default: $REDIS_URL; never logged)")
+    src.add_argument("--redis_url", help="Redis URL for --source redis, a secret: env:NAME, file:PATH or "
+                                         "gcp-secret:... (default: env:REDIS_URL)")
     src.add_argument("--redis_stream", help="Redis stream to read")
     src.add_argument("--redis_group", help="consumer group (created at the stream's start when missing)")
     src.add_argument("--redis_consumer", help="consumer name; keep it stable across runs (default: vector-sync-HOST)")
@@ -141,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
     src.add_argument("--azure_queue", help="Azure Storage Queue receiving Event Grid notifications (--source azure_queue)")
     src.add_argument("--azure_connection_string",
-                     help="Azure Storage connection string for the queue and blob fetches (default: "
-                          "$AZURE_STORAGE_CONNECTION_STRING; never logged)")
+                     help="Azure Storage connection string for the queue and blob fetches, a secret: env:NAME, "
+                          "file:PATH or gcp-secret:... (default: env:AZURE_STORAGE_CONNECTION_STRING)")
     src.add_argument("--notifications", choices=("auto", "eventgrid", "gcs", "s3"),
                      help="records are object-store notifications (Event Grid, GCS, S3; auto-detected): "
                           "the objects are fetched and their text extracted")
@@ -153,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--kafka_stop_at_end", action="store_true", default=None,
                      help="read to the end offsets seen at start, then finish (backfills, tests, successive runs)")
     src.add_argument("--kafka_config", action="append", metavar="KEY=VALUE",
-                     help="extra librdkafka setting (security too; secret values are never logged); repeatable")
+                     help="extra librdkafka setting, repeatable; the value of a secret one (sasl.password, "
+                          "ssl.key.password, ...) is a secret: env:NAME, file:PATH or gcp-secret:...")
     src.add_argument("--kafka_json_schema", help="JSON Schema file that every Kafka value must satisfy")
     src.add_argument("--doc_id_field", help="dotted path of the doc_id in another JSON shape (default: the record key)")
     src.add_argument("--text_fields", type=_comma_list, help="dotted paths whose values make the text, comma-separated")
@@ -166,18 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--qdrant_path", help=f"embedded Qdrant folder (default: {DEFAULT_PATH})")
     sink.add_argument("--qdrant_url", help="Qdrant server URL instead of the embedded store")
     sink.add_argument("--qdrant_api_key_env", default="QDRANT_API_KEY",
-                      help="environment variable holding the Qdrant API key (never logged)")
+                      help="environment variable holding the Qdrant API key (passed on as env:NAME)")
     sink.add_argument("--collection", help="Qdrant collection (default: documents)")
     sink.add_argument("--qdrant_local_durability", choices=("fast", "full"),
                       help="embedded store: 'fast' (default; SQLite WAL, safe if the pipeline crashes, the last "
                            "writes may be lost on power loss) or 'full' (an fsync per point, about 5x slower "
                            "writes; use it when a streaming source's acknowledgement must mean on disk)")
-    sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector (default: $PG_DSN; never logged)")
+    sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector, a secret: "
+                                      "env:NAME, file:PATH or gcp-secret:... (default: env:PG_DSN)")
     sink.add_argument("--pg_table", help="pgvector table (default: documents)")
     sink.add_argument("--pinecone_index_host", help="Pinecone index host (default: $PINECONE_INDEX_HOST); "
                                                     "the API key is read from $PINECONE_API_KEY")
     sink.add_argument("--pinecone_namespace", help="one Pinecone namespace for all events (default: each event's)")
-    sink.add_argument("--mongo_uri", help="MongoDB URI for --sink mongodb (default: $MONGODB_URI; never logged)")
+    sink.add_argument("--mongo_uri", help="MongoDB URI for --sink mongodb, a secret: env:NAME, file:PATH or "
+                                        "gcp-secret:... (default: env:MONGODB_URI)")
     sink.add_argument("--mongo_db", help="MongoDB database (default: vector_sync)")
     sink.add_argument("--mongo_collection", help="MongoDB collection (default: documents)")
     sink.add_argument("--mongo_client_factory",
@@ -245,7 +254,9 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[str]]:
     """`(config, beam_args)`; raises `pydantic.ValidationError`, `ValueError` or `SystemExit` on bad input."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    refuse_mistyped_flags(beam_args, parser)
     settings = load_config_file(args.config) if args.config else {}
     for name in _GENERAL:
         if getattr(args, name) is not None:
@@ -266,6 +277,36 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[s
     return config, beam_args
 
 
+def refuse_mistyped_flags(beam_args: Sequence[str], parser: argparse.ArgumentParser) -> None:
+    """Raise ValueError for an argument left over for Beam that Beam does not know but that is a hyphenated
+    or close spelling of one of our flags or of a Beam option (Beam would log its value and ignore it).
+    The message names the flag and the likely one, never the value. Other unknown flags pass to Beam."""
+    ours = [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    beams = _beam_option_names()
+    for arg in beam_args:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        name = arg[2:].split("=", 1)[0]
+        if name in beams:
+            continue
+        normal = name.replace("-", "_")
+        close = [normal] if normal in ours or normal in beams else difflib.get_close_matches(
+            normal, [*ours, *beams], n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f"unknown option --{name}: did you mean --{close[0]}?")
+
+
+@functools.lru_cache(maxsize=1)
+def _beam_option_names() -> frozenset[str]:
+    """Every option Beam's PipelineOptions classes define (as Beam's own parser collects them)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - how Beam itself lists its options
+    return frozenset(o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--"))
+
+
 def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The sinks' settings: the file's list (or `--sink`'s, which replaces it), with sink flags applied."""
     listed = [dict(s) for s in (from_file or [])]
@@ -277,7 +318,7 @@ def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, 
     for flag, (sink_type, field) in _SINK_FLAGS.items():
         value = getattr(args, flag)
         if value is None and flag in _ENV_DEFAULTS:
-            value = os.environ.get(_ENV_DEFAULTS[flag])
+            value = _from_environment(_ENV_DEFAULTS[flag], reference=flag in _SECRET_FLAGS)
             apply = lambda s, f=field: f not in s  # noqa: E731 - the environment fills gaps only
         else:
             apply = lambda s, f=field: True  # noqa: E731
@@ -285,7 +326,7 @@ def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, 
             for s in listed:
                 if s.get("type") == sink_type and apply(s):
                     s[field] = value
-    api_key = os.environ.get(args.qdrant_api_key_env)
+    api_key = _from_environment(args.qdrant_api_key_env, reference=True)
     for s in listed:
         if s.get("type") == "qdrant" and api_key and "api_key" not in s:
             s["api_key"] = api_key
@@ -315,7 +356,7 @@ def _source_settings(args: argparse.Namespace, from_file: Optional[dict[str, Any
     for flag, (source_type, field) in _SOURCE_FLAGS.items():
         value = getattr(args, flag)
         if value is None and flag in _SOURCE_ENV and field not in source:
-            value = os.environ.get(_SOURCE_ENV[flag])
+            value = _from_environment(_SOURCE_ENV[flag], reference=flag in _SECRET_FLAGS)
         if value is not None and source_type == ANY_SOURCE and (
                 field not in _SOURCE_CLASSES[source["type"]].model_fields):
             raise ValueError(f"--{flag} does not apply to --source {source['type']}")
@@ -324,6 +365,13 @@ def _source_settings(args: argparse.Namespace, from_file: Optional[dict[str, Any
     if args.kafka_config and source["type"] == "kafka":
         source["client_config"] = {**source.get("client_config", {}), **_key_values(args.kafka_config)}
     return source
+
+
+def _from_environment(name: str, reference: bool) -> Optional[str]:
+    """An environment default: `env:NAME` for a secret (workers resolve it), else the value; None if unset."""
+    if not os.environ.get(name):
+        return None
+    return f"env:{name}" if reference else os.environ[name]
 
 
 def _require(sinks: list[dict[str, Any]], sink_type: str, field: str, message: str) -> None:
