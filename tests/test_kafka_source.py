@@ -155,6 +155,24 @@ def test_record_timestamps_version_values_and_tombstones_alike(tmp_path: Path, k
     assert stored(tmp_path) == {"B": ({now + 2}, 1)} and summary.accounted
 
 
+def test_parsing_versions_headers_and_emptied_values_without_a_broker():
+    from connectors.kafka import KafkaConfig
+    from transforms.types import ChangeEvent, SourceRef
+
+    parse = KafkaConfig(bootstrap="-", topics=("t",), group="g", doc_id_field="sku", text_fields=("name",),
+                        version_field="at").parser()
+
+    def one(payload: bytes, **position):
+        (out,) = parse(payload, SourceRef(system="kafka", position={"offset": 7, "key": "K", **position}))
+        return out
+
+    emptied = one(b'{"sku": "K", "name": "", "at": 5}')
+    assert isinstance(emptied, ChangeEvent) and (emptied.text, emptied.version) == ("", 5)
+    assert "needs a 'text'" in one(b'{"sku": "K", "at": 5}').error
+    assert one(b"", tombstone=1, version_header=" 9 ").version == 9
+    assert "not an integer" in one(b"", tombstone=1, version_header="soon").error
+
+
 def test_two_version_sources_are_refused_at_start(tmp_path: Path, kafka_bootstrap: str):
     topic = create_topic(kafka_bootstrap)
     with pytest.raises(StartupError, match="two version sources"):
