@@ -10,8 +10,14 @@ replays are harmless because the sinks are idempotent.
 
 Values are ChangeEvent JSON, or any JSON mapped with `doc_id_field`, `text_fields`, `version_field`
 (dotted paths); an optional JSON Schema validates values first. The record key is the doc_id when the value
-has none, the offset is the version when none is given, and a tombstone (null value) deletes the key's
-document. Dead letters can also be produced to `dead_letter_topic` in the Kafka Connect style.
+has none, and a tombstone (null value) deletes the key's document. Dead letters can also be produced to
+`dead_letter_topic` in the Kafka Connect style.
+
+Every record of a run takes its version from one source (`version_from`), so a tombstone and a value are
+always on the same scale: `field` (default): a value's `version` (or `version_field`), a tombstone's
+`version` header (a decimal integer); a record without one is dead-lettered. `offset`: the record offset,
+for values and tombstones alike (a value's own `version` is not read; offsets order a key only within its
+partition). `timestamp`: the record timestamp in ms, for both (a record without one is dead-lettered).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from connectors.base import BundleBuffer, emit_output
 from connectors.secrets import SecretRef
@@ -37,6 +43,7 @@ from transforms.stages import DEAD_LETTERS
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
 SYSTEM = "kafka"
+VERSION_HEADER = "version"
 UNBOUNDED_END = sys.maxsize
 _SECRET_WORDS = ("password", "secret", "passphrase")
 
@@ -63,6 +70,7 @@ class KafkaConfig(SourceConfig):
     doc_id_field: Optional[str] = None
     text_fields: tuple[str, ...] = ()
     version_field: Optional[str] = None
+    version_from: Literal["field", "offset", "timestamp"] = "field"
     json_schema: Optional[str] = None
     dead_letter_topic: Optional[str] = None
     poll_timeout_s: float = 1.0
@@ -76,6 +84,12 @@ class KafkaConfig(SourceConfig):
             return value
         return {k: SecretRef.model_validate(v) if is_secret_setting(str(k)) and isinstance(v, str) else v
                 for k, v in value.items()}
+    @model_validator(mode="after")
+    def _one_version_source(self) -> "KafkaConfig":
+        if self.version_field and self.version_from != "field":
+            raise ValueError(f"--version_field {self.version_field} and --kafka_version_from {self.version_from} "
+                             "name two version sources: a topic's values and tombstones need one (drop one)")
+        return self
 
     def client_settings(self, **extra: Any) -> dict[str, Any]:
         """The consumer's settings, secrets resolved (call it where the client is made)."""
@@ -241,6 +255,9 @@ def _raw_record(message: Any) -> RawRecord:
         position["key"] = key.decode("utf-8", errors="backslashreplace")
     if message.value() is None:
         position["tombstone"] = 1
+    header = next((v for k, v in message.headers() or () if k == VERSION_HEADER), None)
+    if header is not None:
+        position["version_header"] = header.decode("utf-8", errors="backslashreplace")
     return RawRecord(message.value() or b"", SourceRef(system=SYSTEM, position=position))
 
 
@@ -284,11 +301,12 @@ class KafkaRecordParser:
                                     doc_id=source.position.get("key"))
 
     def _event(self, payload: bytes, source: SourceRef) -> ChangeEvent:
-        key, offset = source.position.get("key"), int(source.position["offset"])
+        key = source.position.get("key")
         if source.position.get("tombstone"):
             if not key:
                 raise RecordError("a tombstone (null value) needs a record key: it names the document to delete")
-            return ChangeEvent(doc_id=str(key), op="delete", version=offset, source=source, raw=payload)
+            return ChangeEvent(doc_id=str(key), op="delete", version=self._record_version(source), source=source,
+                               raw=payload)
         value = load_json(payload.decode("utf-8"))
         if not isinstance(value, dict):
             raise RecordError(f"a record value must be a JSON object, got {type(value).__name__}")
@@ -298,8 +316,36 @@ class KafkaRecordParser:
         if c.doc_id_field or c.text_fields or c.version_field:
             value = self._mapped(value)
         value.setdefault("doc_id", key)
-        value.setdefault("version", offset)
+        if self._config.version_from != "field":
+            value["version"] = self._record_version(source)
+        elif value.get("version") is None:
+            where = f"'{c.version_field}'" if c.version_field else "'version'"
+            raise RecordError(f"the value has no {where}: with --kafka_version_from field every value carries "
+                              "its version (or use --kafka_version_from offset or timestamp)")
         return validate_event({**value, "source": source, "raw": payload})
+
+    def _record_version(self, source: SourceRef) -> int:
+        """The version a record itself carries: its offset, its timestamp (ms), or (for a tombstone under
+        `field`) its `version` header."""
+        position, rule = source.position, self._config.version_from
+        if rule == "offset":
+            return int(position["offset"])
+        if rule == "timestamp":
+            timestamp = int(position.get("timestamp_ms", -1))
+            if timestamp < 0:
+                raise RecordError("the record has no timestamp (--kafka_version_from timestamp)")
+            return timestamp
+        header = position.get("version_header")
+        if header is None:
+            raise RecordError(f"a tombstone needs a '{VERSION_HEADER}' header with --kafka_version_from field "
+                              "(its values carry versions; the offset is on another scale)")
+        try:
+            version = int(str(header).strip())
+        except ValueError:
+            raise RecordError(f"the '{VERSION_HEADER}' header {header!r} is not an integer") from None
+        if version < 0:
+            raise RecordError(f"the '{VERSION_HEADER}' header {version} is negative")
+        return version
 
     def _validate(self, value: dict[str, Any]) -> None:
         import jsonschema
@@ -320,9 +366,9 @@ class KafkaRecordParser:
                 event["doc_id"] = str(doc_id)
         if c.version_field:
             event["version"] = _get(value, c.version_field)
-        texts = [str(t) for t in (_get(value, f) for f in c.text_fields) if t not in (None, "")]
-        if event["op"] == "upsert":
-            event["text"] = "\n\n".join(texts) if texts else value.get("text")
+        present = [t for t in (_get(value, f) for f in c.text_fields) if t is not None]
+        if event["op"] == "upsert":  # text fields present but all empty: the document was emptied
+            event["text"] = "\n\n".join(str(t) for t in present if t != "") if present else value.get("text")
         event["metadata"] = {k: v for k, v in value.items() if k not in set(c.text_fields) | {"op"}}
         return event
 
@@ -386,9 +432,10 @@ class CommitOffsets(beam.PTransform):
 # --- dead letters to a topic ---------------------------------------------------------------------------------
 
 class ProduceDeadLetters(beam.DoFn):
-    """Produces each dead letter to `topic`: the original key and value, with Kafka Connect style headers
-    (`__connect.errors.topic/partition/offset/exception.class.name/exception.message`) and the stage; outputs
-    each dead letter once the producer has flushed it (delivered), at most `limit` letters later."""
+    """Produces each dead letter to `topic`: the original key and value (and `version` header), with Kafka
+    Connect style headers (`__connect.errors.topic/partition/offset/exception.class.name/exception.message`)
+    and the stage; outputs each dead letter once the producer has flushed it (delivered), at most `limit`
+    letters later."""
 
     limit = 500
 
@@ -415,6 +462,8 @@ class ProduceDeadLetters(beam.DoFn):
                    ("__connect.errors.exception.class.name", letter.error_type),
                    ("__connect.errors.exception.message", letter.error[:1000]),
                    ("__connect.errors.stage", letter.stage)]
+        if "version_header" in position:  # kept, so a dead tombstone re-produced from here keeps its version
+            headers.append((VERSION_HEADER, str(position["version_header"])))
         key = position.get("key")
         value = None if position.get("tombstone") else letter.original_payload()
         self._producer.produce(self._topic, key=str(key).encode() if key is not None else None, value=value,

@@ -111,7 +111,8 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "kafka_bootstrap": ("kafka", "bootstrap"), "kafka_topic": ("kafka", "topics"), "kafka_group": ("kafka", "group"),
     "kafka_stop_at_end": ("kafka", "stop_at_end"), "kafka_json_schema": ("kafka", "json_schema"),
     "doc_id_field": ("kafka", "doc_id_field"), "text_fields": ("kafka", "text_fields"),
-    "version_field": ("kafka", "version_field"), "dead_letter_topic": ("kafka", "dead_letter_topic"),
+    "version_field": ("kafka", "version_field"), "kafka_version_from": ("kafka", "version_from"),
+    "dead_letter_topic": ("kafka", "dead_letter_topic"),
 }
 _SOURCE_ENV = {"redis_url": "REDIS_URL"}
 _SECRET_FLAGS = frozenset({"pg_dsn", "mongo_uri", "redis_url", "azure_connection_string"})
@@ -164,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--kafka_json_schema", help="JSON Schema file that every Kafka value must satisfy")
     src.add_argument("--doc_id_field", help="dotted path of the doc_id in another JSON shape (default: the record key)")
     src.add_argument("--text_fields", type=_comma_list, help="dotted paths whose values make the text, comma-separated")
-    src.add_argument("--version_field", help="dotted path of the version (default: the record offset)")
+    src.add_argument("--version_field", help="dotted path of the version in another JSON shape (default: 'version')")
+    src.add_argument("--kafka_version_from", choices=("field", "offset", "timestamp"),
+                     help="one version source for values and tombstones: 'field' (default: the value's version "
+                          "or --version_field; a tombstone's 'version' header), 'offset' or 'timestamp' (ms)")
     src.add_argument("--dead_letter_topic", help="also produce dead letters to this Kafka topic (Connect-style headers)")
     src.add_argument("--input", help=f"JSONL change-log, a glob of them, or a folder of documents "
                                      f"(default: the shipped sample {SAMPLE_CHANGELOG.name})")

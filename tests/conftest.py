@@ -215,15 +215,16 @@ def create_topic(bootstrap: str, partitions: int = 3) -> str:
     return topic
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, Any]]) -> None:
-    """`(key, value)` pairs; dict values are JSON, None is a tombstone; keys pick the partition."""
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, ...]]) -> None:
+    """`(key, value)` pairs, or `(key, value, extra)` with `extra` the producer's `headers` and `timestamp`
+    (ms); dict values are JSON, None is a tombstone; keys pick the partition."""
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap})
-    for key, value in records:
+    for key, value, *extra in records:
         data = json.dumps(value).encode() if isinstance(value, dict) else value
         producer.produce(topic, key=key.encode() if isinstance(key, str) else key,
-                         value=data.encode() if isinstance(data, str) else data)
+                         value=data.encode() if isinstance(data, str) else data, **(extra[0] if extra else {}))
     assert producer.flush(10) == 0
 
 

@@ -67,7 +67,7 @@ def test_end_to_end_with_partitions_tombstones_and_malformed_records(tmp_path: P
 
     produce(kafka_bootstrap, topic, [
         ("long", {"doc_id": "long", "op": "upsert", "version": 2, "text": "Short now."}),
-        ("gone", None),  # tombstone: the key's document is deleted (the offset is its version)
+        ("gone", None, {"headers": {"version": "2"}}),  # tombstone: deletes the key's document at version 2
     ])
     second = run(kafka_args(kafka_bootstrap, topic, tmp_path))
     assert second.records_read == 2, "a second run starts from the committed offsets"
@@ -122,6 +122,62 @@ def test_another_json_shape_with_a_schema_and_a_dead_letter_topic(tmp_path: Path
     assert headers["__connect.errors.topic"] == topic and headers["__connect.errors.stage"] == "parse"
     assert "JSON Schema" in headers["__connect.errors.exception.message"]
     assert json.loads(message.value()) == {"product": {"sku": "X-2"}, "updated_at": 5}
+
+
+def test_a_tombstone_deletes_a_document_versioned_by_a_millisecond_field(tmp_path: Path, kafka_bootstrap: str):
+    topic = create_topic(kafka_bootstrap)
+    args = kafka_args(kafka_bootstrap, topic, tmp_path, "--doc_id_field", "sku", "--text_fields", "name",
+                      "--version_field", "updated_at")
+    produce(kafka_bootstrap, topic, [
+        ("A", {"sku": "A", "name": "Widget A", "updated_at": 1732400000000}),
+        ("B", {"sku": "B", "name": "Widget B", "updated_at": 1732400000000}),
+        ("C", {"sku": "C", "name": "Widget C"}),  # no version: dead-lettered, never the offset
+    ])
+    first = run(args)
+    assert set(stored(tmp_path)) == {"A", "B"} and first.events_dead_lettered == 1
+    produce(kafka_bootstrap, topic, [("A", None, {"headers": {"version": "1732400000001"}}),
+                                     ("B", None)])  # a tombstone without a version header
+    second = run(args)
+    assert set(stored(tmp_path)) == {"B"}, "the tombstone's header version outranks the field's"
+    assert (second.events_applied, second.events_dead_lettered) == (1, 1) and second.accounted
+    (letter,) = read_dead_letters(tmp_path / "dead.jsonl")
+    assert letter["doc_id"] == "B" and "needs a 'version' header" in letter["error"]
+
+
+def test_record_timestamps_version_values_and_tombstones_alike(tmp_path: Path, kafka_bootstrap: str):
+    topic, now = create_topic(kafka_bootstrap), int(time.time() * 1000)  # older records fall out of retention
+    produce(kafka_bootstrap, topic, [
+        ("A", {"op": "upsert", "version": 10 ** 15, "text": "Its own version is not read."}, {"timestamp": now}),
+        ("A", None, {"timestamp": now + 1}),
+        ("B", {"op": "upsert", "text": "Kept."}, {"timestamp": now + 2}),
+    ])
+    summary = run(kafka_args(kafka_bootstrap, topic, tmp_path, "--kafka_version_from", "timestamp"))
+    assert stored(tmp_path) == {"B": ({now + 2}, 1)} and summary.accounted
+
+
+def test_parsing_versions_headers_and_emptied_values_without_a_broker():
+    from connectors.kafka import KafkaConfig
+    from transforms.types import ChangeEvent, SourceRef
+
+    parse = KafkaConfig(bootstrap="-", topics=("t",), group="g", doc_id_field="sku", text_fields=("name",),
+                        version_field="at").parser()
+
+    def one(payload: bytes, **position):
+        (out,) = parse(payload, SourceRef(system="kafka", position={"offset": 7, "key": "K", **position}))
+        return out
+
+    emptied = one(b'{"sku": "K", "name": "", "at": 5}')
+    assert isinstance(emptied, ChangeEvent) and (emptied.text, emptied.version) == ("", 5)
+    assert "needs a 'text'" in one(b'{"sku": "K", "at": 5}').error
+    assert one(b"", tombstone=1, version_header=" 9 ").version == 9
+    assert "not an integer" in one(b"", tombstone=1, version_header="soon").error
+
+
+def test_two_version_sources_are_refused_at_start(tmp_path: Path, kafka_bootstrap: str):
+    topic = create_topic(kafka_bootstrap)
+    with pytest.raises(StartupError, match="two version sources"):
+        run(kafka_args(kafka_bootstrap, topic, tmp_path, "--version_field", "updated_at",
+                       "--kafka_version_from", "offset"))
 
 
 def test_a_missing_topic_fails_at_start(tmp_path: Path, kafka_bootstrap: str):

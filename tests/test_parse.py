@@ -40,8 +40,7 @@ def test_delete_needs_no_text():
     (b'{"doc_id": "a", "op": "upsert", "version": "7", "text": "x"}', "version"),
     (b'{"doc_id": "a", "op": "upsert", "version": true, "text": "x"}', "version"),
     (b'{"doc_id": "a", "op": "upsert", "version": -1, "text": "x"}', "version"),
-    (b'{"doc_id": "a", "op": "upsert", "version": 1, "text": "   "}', "non-empty 'text'"),
-    (b'{"doc_id": "a", "op": "upsert", "version": 1}', "non-empty 'text'"),
+    (b'{"doc_id": "a", "op": "upsert", "version": 1}', "needs a 'text'"),  # a blank text empties instead
     (b'{"doc_id": 5, "op": "upsert", "version": 1, "text": "x"}', "doc_id"),
     (b'{"doc_id": "a", "op": "upsert", "version": 1, "text": "x", "metadata": [1]}', "metadata"),
 ])

@@ -1,17 +1,48 @@
-"""Pick the winning event of each document: the highest version, whatever the arrival order.
+"""The one precedence rule between two changes of a document, used to pick the winner inside a run
+(`select_latest`) and to decide whether an event still changes a store (`stored_outranks`).
 
-Ties (the same version twice) are broken deterministically, so every arrival order gives the same winner:
-a delete beats an upsert, then the larger raw payload (byte order) wins. Every other event is superseded.
+Precedence: the higher version wins; at the same version a delete beats an upsert; then, between two events
+of the same run, the larger raw payload (byte order) wins, so every arrival order gives the same winner.
+A store keeps a document's version and whether it was deleted, not the raw payload, so against the store
+the rule stops before the last tie-break: an upsert at the version of a stored delete is superseded (it
+never resurrects the document), while an upsert at the version of a stored upsert is applied (last
+applied wins; two different upserts that share a version are a producer error the store cannot order).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
-from transforms.types import ChangeEvent, Superseded
+from transforms.types import ChangeEvent, StoredDocument, Superseded
+
+
+def rank(version: int, deleted: bool) -> tuple[int, bool]:
+    """The comparable part of the rule that both an event and a store can tell: version, then delete."""
+    return (version, deleted)
 
 
 def precedence(event: ChangeEvent) -> tuple[int, bool, bytes]:
-    return (event.version, event.op == "delete", event.raw)
+    return (*rank(event.version, event.op == "delete"), event.raw)
+
+
+def stored_rank(stored: StoredDocument) -> Optional[tuple[int, bool]]:
+    """The store's rank of the document, `None` when it holds nothing. The delete counts only when no chunk
+    is as new as the stored version (chunks of a newer upsert whose state was not recorded yet outrank it)."""
+    if stored.version is None:
+        return None
+    deleted = stored.deleted and all(c.version < stored.version for c in stored.chunks)
+    return rank(stored.version, deleted)
+
+
+def stored_outranks(event: ChangeEvent, stored: StoredDocument) -> Optional[str]:
+    """Why the store's state supersedes `event` (an older version, or an upsert at a deleted version), or
+    `None` when the event is at least as new (equal ranks: the plan decides between "in sync" and a write)."""
+    held = stored_rank(stored)
+    mine = rank(event.version, event.op == "delete")
+    if held is None or mine >= held:
+        return None
+    if event.version < held[0]:
+        return f"older version {event.version} < stored {held[0]}"
+    return f"same version {event.version} as a stored delete (a delete wins a tie)"
 
 
 def select_latest(events: Iterable[ChangeEvent]) -> tuple[ChangeEvent, list[Superseded]]:

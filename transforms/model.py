@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -49,20 +52,72 @@ def resolve_model(model: Optional[str]) -> str:
             "never downloads models at run time: download it once and pass its path") from exc
 
 
-def model_fingerprint(model_path: str) -> str:
-    """`{folder name}@{hash}` of the model's config and weights header: stored with every chunk, so vectors
-    are reused only when the very same model made them."""
+FINGERPRINT_CACHE = Path(os.environ.get(
+    "VECTOR_SYNC_FINGERPRINT_CACHE", Path.home() / ".cache" / "beam-vector-sync" / "fingerprints.json"))
+_NOT_MODEL = ("onnx", "openvino")  # other runtimes' exports in a model folder: this pipeline never loads them
+_RACY_NS = 2_000_000_000  # a file modified this recently is hashed again next time (its mtime may not move)
+log = logging.getLogger(__name__)
+
+
+def model_fingerprint(model_path: str, cache: Optional[Path] = None) -> str:
+    """`{folder name}@{hash}` of the content of every file of the model folder (weights, configs, tokenizer
+    files; not hidden files, `*.md`, nor `onnx/` and `openvino/` exports): stored with every chunk, so
+    vectors are reused only when the very same model made them. Each file's SHA-256 is cached in `cache`
+    (default `FINGERPRINT_CACHE`) by path, size and mtime, so only changed files are read again."""
     path = Path(model_path)
-    digest = hashlib.sha256()
-    for name in ("config.json", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
-        f = path / name
-        if f.exists():
-            digest.update(name.encode() + f.read_bytes())
-    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        digest.update(weights.name.encode() + str(weights.stat().st_size).encode())
-        with weights.open("rb") as fh:
-            digest.update(fh.read(1 << 20))
+    cache_file = cache or FINGERPRINT_CACHE
+    known = _read_cache(cache_file)
+    entries, digest = {}, hashlib.sha256()
+    for f in _model_files(path):
+        key, st = str(f.resolve()), f.stat()
+        hit = known.get(key)
+        if hit and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+            file_hash = hit["sha256"]
+        else:
+            file_hash = _file_sha256(f)
+        if time.time_ns() - st.st_mtime_ns > _RACY_NS:
+            entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_hash}
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0" + file_hash.encode() + b"\n")
+    if any(known.get(k) != v for k, v in entries.items()):
+        _write_cache(cache_file, {**known, **entries})
     return f"{path.name}@{digest.hexdigest()[:12]}"
+
+
+def _model_files(path: Path) -> list[Path]:
+    files = []
+    for f in sorted(path.rglob("*")):
+        parts = f.relative_to(path).parts
+        if (f.is_file() and not any(p.startswith(".") for p in parts) and f.suffix.lower() != ".md"
+                and parts[0] not in _NOT_MODEL):
+            files.append(f)
+    return files
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_cache(cache: Path) -> dict[str, dict[str, Any]]:
+    try:
+        loaded = json.loads(cache.read_text())
+        return loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Atomic replace; a cache that cannot be written (read-only home) only costs re-hashing next time."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, sort_keys=True))
+        os.replace(tmp, cache)
+    except OSError as exc:
+        log.debug("model fingerprint cache %s not written: %s", cache, exc)
 
 
 def load_sentence_transformer(model_path: str, device: str = "cpu") -> Any:

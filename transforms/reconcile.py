@@ -1,7 +1,10 @@
 """Decide what one document's winning event does to a store, and assemble the final write.
 
-`plan_for_sinks` (and `plan_document`, for one store) compares the event with what the store already holds: an event older than the stored
-version is superseded (no resurrection by late events, even across restarts); chunks whose text and model
+`plan_for_sinks` (and `plan_document`, for one store) compares the event with what the store already holds,
+by the precedence rule of `transforms.latest`: an event older than the stored version, or an upsert at the
+version of a stored delete, is superseded (no resurrection by late events, even across restarts); an upsert
+whose text is empty (a document emptied) has zero chunks, so its vectors go and its version is recorded as an
+upsert with no chunks (replaying it is "in sync", an older event stays superseded); chunks whose text and model
 are already stored reuse their vectors (no re-embedding); stored chunks not in the new set are stale and
 get deleted after the upsert. `assemble_write` joins the plan with the freshly computed vectors.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Union
 
 from transforms.chunking import TokenChunker
+from transforms.latest import stored_outranks
 from transforms.types import (
     ChangeEvent,
     Chunk,
@@ -54,6 +58,8 @@ def _chunks_of(event: ChangeEvent, chunker: TokenChunker) -> tuple[Chunk, ...]:
         return ()
     if event.text is None:
         raise ValueError(f"document {event.doc_id!r} has no text (fetch its uri first)")
+    if not event.text.strip():
+        return ()  # an emptied document: no chunks, its old vectors go
     return tuple(chunker.chunks(event.doc_id, event.text, event.namespace))
 
 
@@ -61,8 +67,9 @@ def _plan_against(event: ChangeEvent, chunks: tuple[Chunk, ...], stored: StoredD
                   model_id: str) -> Union[DocumentPlan, Superseded]:
     """Chunks are matched to stored ones by chunk index, so a store may use its own ID scheme: the stale
     IDs returned are the store's own."""
-    if stored.version is not None and event.version < stored.version:
-        return Superseded(event, f"older version {event.version} < stored {stored.version}")
+    reason = stored_outranks(event, stored)
+    if reason is not None:
+        return Superseded(event, reason)
     new_indexes = {c.chunk_index for c in chunks}
     stale = tuple(sorted(c.point_id for c in stored.chunks if c.chunk_index not in new_indexes))
     if event.op == "delete":

@@ -67,8 +67,10 @@ class ChangeEvent(BaseModel):
 
     @model_validator(mode="after")
     def _upsert_has_content(self) -> "ChangeEvent":
-        if self.op == "upsert" and not (self.text and self.text.strip()) and not self.uri:
-            raise ValueError("an upsert needs a non-empty 'text' (or a 'uri' to fetch)")
+        """An empty (or blank) `text` is a document emptied: zero chunks. Neither `text` nor `uri` is an error
+        (a misnamed field must not wipe a document)."""
+        if self.op == "upsert" and self.text is None and not self.uri:
+            raise ValueError("an upsert needs a 'text' (empty for an emptied document) or a 'uri' to fetch")
         return self
 
     @property
