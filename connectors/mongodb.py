@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 from pydantic import Field
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
-from transforms.ids import document_point_id
+from transforms.ids import ID_SCHEME, SCHEME_MARKER_ID, document_point_id, scheme_mismatch
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,26 @@ class MongoStore(VectorStore):
                 f"{len(sample.get('embedding') or [])}-d vectors but the model produces {dimension}-d vectors")
         self._chunks.create_index([("namespace", 1), ("doc_id", 1)], name="namespace_doc_id")
         self._states.create_index([("namespace", 1), ("doc_id", 1)], name="namespace_doc_id")
+        self._ensure_id_scheme()
         self._ensure_search_index(dimension)
+
+    def _ensure_id_scheme(self) -> None:
+        """The ID scheme is recorded as a reserved document `{_id: SCHEME_MARKER_ID, id_scheme}` in the
+        sync-state collection (never a chunk): written into a store without data, checked otherwise."""
+        marker = self._states.find_one({"_id": SCHEME_MARKER_ID})
+        if marker is not None:
+            found: Optional[int] = int(marker.get("id_scheme", 1))
+        elif (self._chunks.find_one({}, {"_id": 1}) is not None
+              or self._states.find_one({"_id": {"$ne": SCHEME_MARKER_ID}}, {"_id": 1}) is not None):
+            found = None
+        else:
+            self._states.replace_one({"_id": SCHEME_MARKER_ID}, {"_id": SCHEME_MARKER_ID, "id_scheme": ID_SCHEME},
+                                     upsert=True)
+            return
+        problem = scheme_mismatch(f"MongoDB collection {self._config.database}.{self._config.collection}", found,
+                                  "another --mongo_collection (or --mongo_db)")
+        if problem:
+            raise StoreConfigError(problem)
 
     def search_index_definition(self, dimension: int) -> dict[str, Any]:
         return {"name": self._config.search_index, "type": "vectorSearch", "definition": {"fields": [

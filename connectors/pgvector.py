@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Sequence
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
+from transforms.ids import scheme_comment, scheme_in_comment, scheme_mismatch
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 STATE_SUFFIX = "__sync_state"
@@ -107,7 +108,23 @@ class PgVectorStore(VectorStore):
             cur.execute(self._q(
                 "CREATE TABLE IF NOT EXISTS {state} (namespace text NOT NULL, doc_id text NOT NULL, "
                 "version bigint NOT NULL, op text NOT NULL, PRIMARY KEY (namespace, doc_id))"))
+            self._ensure_id_scheme(cur)
         self._registered()
+
+    def _ensure_id_scheme(self, cur: Any) -> None:
+        """The ID scheme is recorded as the chunk table's COMMENT (`beam-vector-sync id_scheme=2`): set on a
+        table without rows, checked otherwise (see transforms.ids)."""
+        cur.execute("SELECT obj_description(%s::regclass, 'pg_class')", (self._table.as_string(cur),))
+        found = scheme_in_comment(cur.fetchone()[0])
+        if found is None:
+            cur.execute(self._q("SELECT EXISTS (SELECT 1 FROM {table}) OR EXISTS (SELECT 1 FROM {state})"))
+            if not cur.fetchone()[0]:
+                cur.execute(self._sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                    self._table, self._sql.Literal(scheme_comment())))
+                return
+        problem = scheme_mismatch(f"pgvector table {self._config.table!r}", found, "another --pg_table")
+        if problem:
+            raise StoreConfigError(problem)
 
     def _registered(self) -> None:
         """Register pgvector's types on the connection (once; the extension must exist)."""

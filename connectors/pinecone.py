@@ -1,11 +1,13 @@
 """Pinecone sink (serverless or pod index, data plane only): one vector per chunk with the ID
-`"{doc_id}#{chunk_index}"`, so a document's vectors can be listed by prefix (serverless indexes cannot
-delete by metadata filter); one vector per document in the namespace `<namespace>__sync_state` holding its
-last applied version and op (a delete leaves a tombstone there).
+`"{prefix}#{chunk_index}"` (`transforms.ids.pinecone_vector_id`), so a document's vectors can be listed by
+prefix (serverless indexes cannot delete by metadata filter); one vector per document in the namespace
+`<namespace>__sync_state` holding its last applied version and op (a delete leaves a tombstone), and there
+too the reserved vector `SCHEME_MARKER_ID` recording the ID scheme.
 
-doc_ids are made safe for Pinecone IDs (printable ASCII): `%`, `#` and any other character are
-percent-encoded, so `#` only ever separates the chunk index; an encoded doc_id over 400 characters is
-replaced by `sha256-<hex>`. Metadata holds the shared record fields, with the event's metadata as a JSON
+The prefix is the doc_id percent-encoded to printable ASCII without `%`, `#` and `:` (with
+`--pinecone_namespace`, `namespace::doc_id`, each part encoded), or `sha256:<hex>` past 400 characters:
+distinct documents never share a prefix, and no literal doc_id equals a hashed one. Metadata holds the
+shared record fields, with the event's metadata as a JSON
 string in `metadata_json` (Pinecone metadata cannot nest); a chunk text that would push a record past
 Pinecone's 40 KB metadata limit is cut to fit, flagged `text_truncated`, and counted.
 
@@ -17,17 +19,17 @@ once are not guarded against each other.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Literal, Optional, Sequence
-from urllib.parse import quote
 
 from pydantic import Field
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms import counters
+from transforms.ids import (ID_SCHEME, SCHEME_MARKER_ID, pinecone_document_prefix, pinecone_vector_id,
+                            scheme_mismatch)
 from transforms.retry import is_transient_status
 from transforms.types import ChunkRecord, DocKey, DocumentWrite, StoredChunk, StoredDocument
 
@@ -36,20 +38,10 @@ METADATA_LIMIT_BYTES = 40 * 1024
 IDS_PER_REQUEST = 1000
 FETCH_IDS_PER_REQUEST = 100  # ids travel in the query string
 LIST_PAGE = 100
-_MAX_ENCODED_DOC_ID = 400
-_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in "%#")
 
 
 class RecordTooLargeError(ValueError):
     """A record cannot fit Pinecone's limits even with its text cut (its other metadata is too large)."""
-
-
-def encode_doc_id(doc_id: str) -> str:
-    """The doc_id as the ID prefix: printable ASCII without `#` (percent-encoded), hashed when very long."""
-    encoded = quote(doc_id, safe=_SAFE)
-    if len(encoded) > _MAX_ENCODED_DOC_ID:
-        return "sha256-" + hashlib.sha256(doc_id.encode("utf-8")).hexdigest()
-    return encoded
 
 
 class PineconeConfig(StoreConfig):
@@ -105,14 +97,16 @@ class PineconeStore(VectorStore):
     def _namespace(self, event_namespace: Optional[str]) -> str:
         return self._config.namespace if self._config.namespace is not None else (event_namespace or "")
 
+    def _id_namespace(self, namespace: Optional[str]) -> Optional[str]:
+        """The event namespace IDs must carry: only when one Pinecone namespace holds every event's."""
+        return namespace if self._config.namespace is not None else None
+
     def _prefix(self, namespace: Optional[str], doc_id: str) -> str:
-        """The document's ID prefix; carries the event namespace when one Pinecone namespace holds them all."""
-        if self._config.namespace is not None and namespace:
-            return encode_doc_id(f"{namespace}::{doc_id}")
-        return encode_doc_id(doc_id)
+        """The document's ID prefix (and sync-state vector ID)."""
+        return pinecone_document_prefix(doc_id, self._id_namespace(namespace))
 
     def vector_id(self, namespace: Optional[str], doc_id: str, chunk_index: int) -> str:
-        return f"{self._prefix(namespace, doc_id)}#{chunk_index}"
+        return pinecone_vector_id(doc_id, chunk_index, self._id_namespace(namespace))
 
     # --- start-up -----------------------------------------------------------------------------------------
 
@@ -132,6 +126,37 @@ class PineconeStore(VectorStore):
             raise StoreConfigError(f"Pinecone index at {self._config.index_host} uses {stats.metric}; "
                                    "expected cosine")
         self._dimension = dimension
+        self._ensure_id_scheme(stats)
+
+    def _ensure_id_scheme(self, stats: Any) -> None:
+        """The ID scheme is recorded as the reserved vector `SCHEME_MARKER_ID` in the sync-state namespace of
+        `--pinecone_namespace` (or of the default namespace): written when the pipeline's namespaces hold no
+        vector, checked otherwise. `count()` skips sync-state namespaces, and no chunk ID lacks a `#`."""
+        state_ns = self._namespace(None) + STATE_SUFFIX
+        marker = self._index.fetch(ids=[SCHEME_MARKER_ID], namespace=state_ns).vectors.get(SCHEME_MARKER_ID)
+        if marker is not None:
+            found: Optional[int] = int((marker.metadata or {}).get("id_scheme", 1))
+        elif self._holds_vectors(stats):
+            found = None
+        else:
+            self._index.upsert(vectors=[{"id": SCHEME_MARKER_ID, "values": self._state_vector(),
+                                         "metadata": {"id_scheme": ID_SCHEME}}], namespace=state_ns)
+            return
+        where = f"Pinecone index at {self._config.index_host}" + (
+            f" (namespace {self._config.namespace!r})" if self._config.namespace is not None else "")
+        problem = scheme_mismatch(where, found, "another --pinecone_namespace or index")
+        if problem:
+            raise StoreConfigError(problem)
+
+    def _holds_vectors(self, stats: Any) -> bool:
+        """Whether the namespaces this pipeline writes hold any vector (all of them without a fixed one)."""
+        namespaces = stats.namespaces or {}
+        if self._config.namespace is None:
+            return any(summary.vector_count for summary in namespaces.values())
+        names = {self._config.namespace, self._config.namespace + STATE_SUFFIX}
+        if not self._config.namespace:
+            names.add("__default__")
+        return any(summary.vector_count for name, summary in namespaces.items() if name in names)
 
     def _state_vector(self) -> list[float]:
         if self._dimension is None:

@@ -25,7 +25,7 @@ from pydantic import model_validator
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
-from transforms.ids import chunk_point_id, document_point_id
+from transforms.ids import ID_SCHEME, SCHEME_MARKER_UUID, chunk_point_id, document_point_id, scheme_mismatch
 from transforms.retry import is_transient_status
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
@@ -194,6 +194,26 @@ class QdrantStore(VectorStore):
             self._client.create_collection(self._state, vectors_config={})
         if self._config.path and self._config.local_durability == "fast":
             _use_fast_local_commits(self._client)  # collections created just now
+        self._ensure_id_scheme(where)
+
+    def _ensure_id_scheme(self, where: Optional[str]) -> None:
+        """The ID scheme is recorded as a reserved payload-only point in the sync-state collection (never a
+        chunk, never a search hit): written into a store without data, checked otherwise (see transforms.ids)."""
+        from qdrant_client import models
+
+        marker = self._client.retrieve(self._state, ids=[SCHEME_MARKER_UUID], with_payload=True)
+        if marker:
+            found: Optional[int] = int((marker[0].payload or {}).get("id_scheme", 1))
+        elif self.count() or self._client.count(self._state, exact=True).count:
+            found = None
+        else:
+            self._client.upsert(self._state, wait=True, points=[models.PointStruct(
+                id=SCHEME_MARKER_UUID, vector={}, payload={"id_scheme": ID_SCHEME})])
+            return
+        problem = scheme_mismatch(f"Qdrant collection {self._collection!r} at {where}", found,
+                                  "another --collection")
+        if problem:
+            raise StoreConfigError(problem)
 
     def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
         """Look-ups by ID only (no collection scan): each document's sync-state point gives its version and

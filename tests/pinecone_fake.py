@@ -89,6 +89,11 @@ class FakePineconeIndex:
         with self._lock:
             return {k: (list(v), dict(m)) for k, (v, m) in self._data.get(namespace, {}).items()}
 
+    def remove(self, namespace: str, ids: list[str]) -> None:
+        with self._lock:
+            for vector_id in ids:
+                self._data.get(namespace, {}).pop(vector_id, None)
+
     def namespaces(self) -> list[str]:
         with self._lock:
             return sorted(ns for ns, vectors in self._data.items() if vectors)

@@ -1,5 +1,6 @@
 """One test target per sink: the command-line arguments that point the pipeline at a fresh store, and the
 store's content read back in one shape for every sink: `{(doc_id, namespace, chunk_index): (version, text)}`.
+`forget_id_scheme()` removes the store's ID-scheme marker, so it looks like a store written before scheme 2.
 """
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ class QdrantTarget:
     def snapshot(self) -> Any:
         return read_points(self.path)
 
+    def forget_id_scheme(self) -> None:
+        from qdrant_client import models
+
+        from connectors.qdrant import QdrantConfig
+        from transforms.ids import SCHEME_MARKER_UUID
+
+        store = QdrantConfig(path=str(self.path)).create_store()
+        try:
+            store.client.delete("documents__sync_state", wait=True,
+                                points_selector=models.PointIdsList(points=[SCHEME_MARKER_UUID]))
+        finally:
+            store.close()
+
     def close(self) -> None:
         pass
 
@@ -51,6 +65,12 @@ class PgVectorTarget:
             return sorted(conn.execute(psycopg.sql.SQL("SELECT id, version, text, embedding::text FROM {}").format(
                 psycopg.sql.Identifier(self.table))).fetchall())
 
+    def forget_id_scheme(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.uri, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("COMMENT ON TABLE {} IS NULL").format(psycopg.sql.Identifier(self.table)))
+
     def close(self) -> None:
         pass
 
@@ -64,6 +84,23 @@ class PineconeTarget:
         os.environ.setdefault("PINECONE_API_KEY", API_KEY)
         self.index = FakePineconeIndex(dimension, api_key=API_KEY)
         self.args = ["--sink", "pinecone", "--pinecone_index_host", self.index.url]
+        self.one_namespace: Optional[str] = None
+
+    def prepare(self) -> None:
+        """The index as an earlier run's start leaves it (ID-scheme marker written), so failures scripted
+        next hit the run's writes, not its start."""
+        from connectors.pinecone import PineconeConfig
+
+        store = PineconeConfig(index_host=self.index.url, namespace=self.one_namespace).create_store()
+        try:
+            store.ensure_ready(self.index.dimension)
+        finally:
+            store.close()
+
+    def use_one_namespace(self, name: str) -> None:
+        """`--pinecone_namespace name`: every event's vectors in one Pinecone namespace."""
+        self.one_namespace = name
+        self.args = [*self.args, "--pinecone_namespace", name]
 
     def state(self) -> State:
         out: State = {}
@@ -71,12 +108,18 @@ class PineconeTarget:
             if namespace.endswith("__sync_state"):
                 continue
             for _, (_, m) in self.index.vectors(namespace).items():
-                assert (m.get("namespace") or "") == namespace
+                assert self.one_namespace == namespace or (
+                    self.one_namespace is None and (m.get("namespace") or "") == namespace)
                 out[(m["doc_id"], m.get("namespace"), int(m["chunk_index"]))] = (int(m["version"]), m["text"])
         return out
 
     def snapshot(self) -> Any:
         return {ns: self.index.vectors(ns) for ns in self.index.namespaces()}
+
+    def forget_id_scheme(self) -> None:
+        from transforms.ids import SCHEME_MARKER_ID
+
+        self.index.remove((self.one_namespace or "") + "__sync_state", [SCHEME_MARKER_ID])
 
     def close(self) -> None:
         self.index.close()
@@ -102,6 +145,11 @@ class MongoTarget:
 
     def snapshot(self) -> Any:
         return sorted((str(d["_id"]), d["version"], d["text"], d["embedding"]) for d in self.collection().find())
+
+    def forget_id_scheme(self) -> None:
+        from transforms.ids import SCHEME_MARKER_ID
+
+        self.collection("documents__sync_state").delete_one({"_id": SCHEME_MARKER_ID})
 
     def close(self) -> None:
         pass

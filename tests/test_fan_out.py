@@ -23,6 +23,7 @@ def test_a_failing_sink_dead_letters_for_itself_only_and_a_replay_heals_it(tmp_p
     args = ["--input", str(write_changelog(tmp_path / "log.jsonl", EVENTS)), "--sink", "qdrant", *qdrant.args,
             *pinecone.args, "--dead_letters", str(tmp_path / "dead.jsonl")]
     try:
+        pinecone.prepare()
         pinecone.index.fail_next("/vectors/upsert", 400, times=3)  # the batch, then each half of it
         first = run([*args, "--write_batch_size", "1000"])
         assert {d for d, _, _ in qdrant.state()} == {"a", "b"} and pinecone.state() == {}

@@ -4,6 +4,7 @@ PostgreSQL), Pinecone (the real SDK against tests/pinecone_fake.py) and MongoDB 
 connections cut by a TCP proxy, a unique index that refuses a document."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,48 @@ def test_dimension_mismatch_fails_at_start(target: Any, tmp_path: Path):
         sync(target, tmp_path, "one", [{"doc_id": "a", "op": "upsert", "version": 1, "text": "x"}])
 
 
+# --- document identity (ID scheme 2) ----------------------------------------------------------------------
+
+def test_namespace_x_doc_y_and_doc_x_y_without_namespace_are_two_documents(target: Any, tmp_path: Path):
+    if target.name == "pinecone":  # per-event Pinecone namespaces keep them apart anyway; one namespace must too
+        target.use_one_namespace("shared")
+    tenant, plain = "Tenant x owns document y.", "The global document named x::y."
+    first = sync(target, tmp_path, "one", [
+        {"doc_id": "y", "namespace": "x", "op": "upsert", "version": 1, "text": tenant},
+        {"doc_id": "x::y", "op": "upsert", "version": 1, "text": plain}])
+    assert target.state() == {("y", "x", 0): (1, tenant), ("x::y", None, 0): (1, plain)}
+    assert first.events_applied == 2 and first.vectors_in_store == 2  # the scheme marker is no vector
+
+    second = sync(target, tmp_path, "two", [{"doc_id": "y", "namespace": "x", "op": "delete", "version": 2}])
+    assert target.state() == {("x::y", None, 0): (1, plain)} and second.vectors_in_store == 1
+    third = sync(target, tmp_path, "three", [{"doc_id": "x::y", "op": "upsert", "version": 1, "text": plain}])
+    assert third.events_in_sync == 1  # started: the delete left the scheme marker in place
+
+
+def test_store_written_with_the_old_id_scheme_is_refused_at_start(target: Any, tmp_path: Path):
+    sync(target, tmp_path, "one", [{"doc_id": "a", "op": "upsert", "version": 1, "text": "Alpha."}])
+    target.forget_id_scheme()  # as a store written before scheme 2 looks
+    with pytest.raises(StartupError, match=r"holds data written with ID scheme 1, but this pipeline writes ID "
+                                           r"scheme 2.*re-sync all documents into a new store with another"):
+        sync(target, tmp_path, "two", [{"doc_id": "b", "op": "upsert", "version": 1, "text": "Bravo."}])
+    assert docs(target.state()) == {"a": ({1}, 1)}
+
+
+def test_pinecone_literal_hash_doc_id_and_the_long_doc_id_it_names_are_two_documents(tmp_path: Path):
+    long_id = "é" * 200  # percent-encoded past 400 characters: its prefix is a hash
+    old_hashed = "sha256-" + hashlib.sha256(long_id.encode("utf-8")).hexdigest()  # scheme 1's hashed form
+    new_hashed = "sha256:" + hashlib.sha256(json.dumps(["", long_id], separators=(",", ":")).encode()).hexdigest()
+    target = PineconeTarget()
+    try:
+        events = [{"doc_id": doc_id, "op": "upsert", "version": 1, "text": f"Document number {i}."}
+                  for i, doc_id in enumerate([long_id, old_hashed, new_hashed])]
+        summary = sync(target, tmp_path, "one", events)
+        assert target.state() == {(e["doc_id"], None, 0): (1, e["text"]) for e in events}
+        assert summary.events_applied == 3 and summary.vectors_in_store == 3
+    finally:
+        target.close()
+
+
 # --- transient and permanent store errors ------------------------------------------------------------------
 
 FAST_RETRY_NOTE = "the sink's own retries (4 attempts) come on top of any retries inside the client library"
@@ -124,6 +167,7 @@ FAST_RETRY_NOTE = "the sink's own retries (4 attempts) come on top of any retrie
 def test_pinecone_rate_limits_and_5xx_are_retried_until_the_write_lands(tmp_path: Path):
     target = PineconeTarget()
     try:
+        target.prepare()
         target.index.fail_next("/vectors/upsert", 503, times=5)  # outlasts the SDK's own 3 retries
         target.index.fail_next("/vectors/list", 429, times=2)
         summary = sync(target, tmp_path, "one", [{"doc_id": "a", "op": "upsert", "version": 1, "text": "Alpha."}])
