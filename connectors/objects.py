@@ -125,10 +125,11 @@ class ObjectFetcher:
             fd = os.open(target.path, flags)
         except FileNotFoundError as exc:
             raise ObjectMissing(uri) from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise NotARegularFile(f"{uri} is not a regular file")
         with os.fdopen(fd, "rb") as fh:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise NotARegularFile(f"{uri} is not a regular file")
             self._check_size(uri, info.st_size)
             data = fh.read(self._config.max_document_bytes + 1)
         self._check_size(uri, len(data))
