@@ -44,6 +44,11 @@ class NotARegularFile(ValueError):
     """A local path that names a directory, device, FIFO or socket."""
 
 
+class FetchRetryPolicy(RetryPolicy):
+    max_elapsed_s: Optional[float] = Field(default=20.0, gt=0)
+    """A fetch starts no new attempt after this many seconds, unless set to None in a config file."""
+
+
 class FetchConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,7 +60,7 @@ class FetchConfig(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0)
     """Azure requests: seconds to connect, and to wait for each read from the socket."""
-    retry: RetryPolicy = RetryPolicy(max_elapsed_s=20.0)
+    retry: FetchRetryPolicy = FetchRetryPolicy()
 
     def connection_string(self) -> Optional[str]:
         if self.azure_connection_string is not None:
