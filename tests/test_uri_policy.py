@@ -69,6 +69,37 @@ def test_within_agrees_with_normalised_path_prefixes(parts: list[str]):
     assert inside == (posixpath.commonpath([path, root]) == root)
 
 
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """`(root, outside)`: root holds a folder, a file, and symlinks out (to a file, a folder, `..`)."""
+    base = tmp_path_factory.mktemp("tree")
+    root, outside = base / "root", base / "outside"
+    (root / "sub").mkdir(parents=True), outside.mkdir()
+    (root / "a.txt").write_text("in"), (outside / "s.txt").write_text("out")
+    (root / "sub" / "up").symlink_to("..")
+    (root / "out_file").symlink_to(outside / "s.txt")
+    (root / "sub" / "out_dir").symlink_to(outside)
+    (root / "sub" / "far").symlink_to("../../outside")
+    return root, outside
+
+
+@given(st.lists(st.sampled_from(["sub", "up", "..", ".", "a.txt", "out_file", "out_dir", "far", "s.txt", "new"]),
+                min_size=1, max_size=7), st.booleans())
+def test_a_resolved_local_path_is_always_real_and_inside_the_root(tree: tuple[Path, Path], parts: list[str],
+                                                                  as_url: bool):
+    root, _ = tree
+    uri = "/".join([str(root), *parts])
+    real_root, real = os.path.realpath(root), os.path.realpath(uri)
+    policy = UriPolicy(local_roots=(str(root),))
+    try:
+        target = policy.resolve(Path(uri).as_uri() if as_url and "." not in parts else uri)
+    except UriNotAllowed:
+        assert not within(real, real_root)
+        return
+    assert isinstance(target, LocalFile) and target.path == real and os.path.realpath(target.path) == target.path
+    assert within(target.path, real_root)
+
+
 def test_buckets_are_listed_by_scheme_and_name():
     policy = UriPolicy(buckets=("gs://docs", "s3://raw/"))
     assert policy.resolve("gs://docs/a/b.txt") == BucketObject("gs://docs/a/b.txt", "docs")
