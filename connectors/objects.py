@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from transforms import counters
 from transforms.extract import ExtractionError, extract_text
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries, is_transient_status
-from transforms.uri_policy import AzureBlob, BucketObject, LocalFile, UriPolicy, azure_endpoint
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.types import ChangeEvent, DeadLetter
+from transforms.uri_policy import AzureBlob, BucketObject, LocalFile, UriPolicy, azure_endpoint
 
 
 class ObjectMissing(Exception):

@@ -162,3 +162,18 @@ def test_connection_string_endpoints():
 def test_a_refusal_never_echoes_a_sas():
     message = refused(UriPolicy(), "https://evil.blob.core.windows.net/c/a.txt?sig=SECRET")
     assert "SECRET" not in message
+
+
+def test_allow_list_flags_and_config_file_reach_the_fetch(tmp_path: Path):
+    from pipeline.options import parse_args
+
+    config = tmp_path / "sync.yaml"
+    config.write_text("fetch:\n  allow: {local_roots: [/srv/a], buckets: ['s3://raw']}\n  read_timeout_s: 3\n")
+    fetch = parse_args(["--config", str(config), "--allow_bucket", "gs://docs", "--allow_bucket", "gs://kb-docs",
+                        "--allow_azure_account", "acct/docs"])[0].fetch
+    assert fetch.allow == UriPolicy(local_roots=("/srv/a",), buckets=("gs://docs", "gs://kb-docs"),
+                                    azure_accounts=("acct/docs",))
+    assert fetch.read_timeout_s == 3 and fetch.retry.max_elapsed_s == 20
+    assert parse_args([])[0].fetch.allow == UriPolicy()
+    with pytest.raises(ValidationError, match="expected gs://BUCKET"):
+        parse_args(["--allow_bucket", "docs"])
