@@ -118,6 +118,8 @@ _SOURCE_ENV = {"redis_url": "REDIS_URL"}
 _SECRET_FLAGS = frozenset({"pg_dsn", "mongo_uri", "redis_url", "azure_connection_string"})
 """Flags whose value is a secret reference (connectors/secrets.py); their environment defaults are passed on
 as `env:NAME`, never as the value."""
+_ALLOW_FLAGS = {"allow_local_root": "local_roots", "allow_bucket": "buckets", "allow_azure_account": "azure_accounts"}
+"""Flags that set the fetch allow-list (`fetch.allow` in a config file); given, each replaces the file's list."""
 _GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap",
             "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds", "dead_letters", "summary_json")
 
@@ -154,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="records are object-store notifications (Event Grid, GCS, S3; auto-detected): "
                           "the objects are fetched and their text extracted")
     src.add_argument("--max_document_bytes", type=int, help="larger objects are dead-lettered (default: 20 MiB)")
+    src.add_argument("--allow_local_root", action="append", metavar="DIR",
+                     help="a uri may name a file under DIR (symlinks and '..' resolved first); repeatable "
+                          "(default: no local file is read through a uri)")
+    src.add_argument("--allow_bucket", action="append", metavar="gs://BUCKET|s3://BUCKET",
+                     help="a uri may name an object in this bucket; repeatable")
+    src.add_argument("--allow_azure_account", action="append", metavar="ACCOUNT[/CONTAINER]",
+                     help="a uri may name a blob in this storage account (or only this container); repeatable; "
+                          "the --azure_connection_string account is allowed too")
     src.add_argument("--kafka_bootstrap", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     src.add_argument("--kafka_topic", type=_comma_list, help="topic(s) to read, comma-separated")
     src.add_argument("--kafka_group", help="consumer group whose committed offsets the run starts from and commits")
@@ -271,6 +281,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[SyncConfig, list[s
         fetch["max_document_bytes"] = args.max_document_bytes
     if args.azure_connection_string is not None:
         fetch["azure_connection_string"] = args.azure_connection_string
+    allow = dict(fetch.get("allow") or {})
+    for flag, field in _ALLOW_FLAGS.items():
+        if getattr(args, flag):
+            allow[field] = getattr(args, flag)
+    fetch["allow"] = allow
     settings["fetch"] = fetch
     source = _source_settings(args, settings.get("source"))
     if source is not None:

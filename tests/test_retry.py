@@ -42,3 +42,16 @@ def test_http_statuses_worth_retrying_are_timeouts_throttling_and_server_errors(
     assert [s for s in (400, 401, 404, 408, 409, 412, 413, 429, 500, 503) if is_transient_status(s)] == [
         408, 429, 500, 503]
     assert is_transient_status(412, 412) and not is_transient_status(404, 412)
+
+
+def test_no_attempt_starts_after_the_total_deadline():
+    now = [0.0]
+
+    def slow_failure():
+        now[0] += 4.0  # each attempt takes 4 s (a read timeout), then fails transiently
+        raise TimeoutError("read timed out")
+
+    policy = RetryPolicy(max_attempts=50, initial_backoff_s=0.0, max_backoff_s=0.0, max_elapsed_s=10.0)
+    with pytest.raises(GaveUp) as info:
+        call_with_retries(slow_failure, lambda e: True, policy, sleep=lambda s: None, clock=lambda: now[0])
+    assert info.value.attempts == 3 and info.value.transient and now[0] == 12.0

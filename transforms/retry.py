@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,9 @@ class RetryPolicy(BaseModel):
     max_attempts: int = Field(default=5, ge=1)
     initial_backoff_s: float = Field(default=0.2, ge=0)
     max_backoff_s: float = Field(default=10.0, ge=0)
+    max_elapsed_s: Optional[float] = Field(default=None, gt=0)
+    """No new attempt starts once this many seconds have passed since the first (with the backoff before it);
+    None: attempts alone bound the retries."""
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2**(attempt-1))]."""
@@ -40,9 +43,11 @@ class GaveUp(Exception):
 
 def call_with_retries(call: Callable[[], T], is_transient: Callable[[BaseException], bool], policy: RetryPolicy,
                       on_retry: Callable[[BaseException, int], None] = lambda e, a: None,
-                      sleep: Callable[[float], None] = time.sleep) -> tuple[T, int]:
-    """`(result, attempts)`; raises `GaveUp` at once on a permanent error, or after the last transient one."""
-    attempt = 0
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> tuple[T, int]:
+    """`(result, attempts)`; raises `GaveUp` at once on a permanent error, or after the last transient one (the
+    last attempt, or the one after which the backoff would end past `max_elapsed_s`)."""
+    attempt, started = 0, clock()
     while True:
         attempt += 1
         try:
@@ -51,5 +56,8 @@ def call_with_retries(call: Callable[[], T], is_transient: Callable[[BaseExcepti
             transient = is_transient(exc)
             if not transient or attempt >= policy.max_attempts:
                 raise GaveUp(exc, attempt, transient) from exc
+            delay = policy.backoff(attempt)
+            if policy.max_elapsed_s is not None and clock() - started + delay > policy.max_elapsed_s:
+                raise GaveUp(exc, attempt, transient) from exc
             on_retry(exc, attempt)
-            sleep(policy.backoff(attempt))
+            sleep(delay)
