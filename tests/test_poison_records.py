@@ -238,3 +238,19 @@ def test_every_parser_turns_any_bytes_into_storable_events_or_writable_dead_lett
                     if value is not None:
                         check_string(value, "field")
                 check_metadata(out.metadata)
+
+
+def test_a_nul_doc_id_is_dead_lettered_at_parse_and_the_documents_sharing_its_pgvector_lookup_land(
+        tmp_path: Path, pg_uri: str, table: str):
+    from tests.conftest import read_rows
+
+    good = [{"doc_id": f"doc-{i}", "op": "upsert", "version": 1, "text": f"Rule {i}: forklifts stop at dock {i}."}
+            for i in range(20)]
+    log = write_changelog(tmp_path / "log.jsonl", [*good[:10], event(doc_id="bad\x00id").decode(),
+                                                   event(doc_id="nan", metadata={"x": 1e308 * 10}).decode(),
+                                                   *good[10:]])
+    summary = run(["--input", str(log), "--sink", "pgvector", "--pg_dsn", pg_uri, "--pg_table", table,
+                   "--dead_letters", str(tmp_path / "dead.jsonl")])
+    assert {row[0] for row in read_rows(pg_uri, table).values()} == {f"doc-{i}" for i in range(20)}
+    assert (summary.events_applied, summary.events_dead_lettered) == (20, 2) and summary.accounted
+    assert {d["stage"] for d in read_dead_letters(tmp_path / "dead.jsonl")} == {"parse"}
