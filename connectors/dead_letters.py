@@ -48,23 +48,26 @@ def write_new_object(path: str, data: bytes) -> str:
     return name
 
 
-class _WriteDeadLetterLines(beam.DoFn):
-    """Buffers dead letters, writes them as one group (every `limit` letters and at the end of each bundle),
-    then outputs each letter. Counts every dead letter, and its event as dead-lettered unless a sink failed
-    it (`SettleEvents` counts those once per event, however many sinks failed)."""
+class DurableDeadLetterStep(beam.DoFn):
+    """Passes dead letters on only once they are durable somewhere: `_accept` takes each one, and
+    `_make_durable` is called for the group (every `limit` letters and at the end of each bundle) before the
+    group is output with its windows and timestamps. A failure there fails the bundle, so nothing is
+    acknowledged for it."""
 
     limit = 500
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._letters = counters.counter(counters.DEAD_LETTERS)
-        self._events = counters.counter(counters.EVENTS_DEAD_LETTERED)
+    def _accept(self, letter: DeadLetter) -> None:
+        """Called for each dead letter as it arrives (e.g. to hand it to a producer)."""
+
+    def _make_durable(self, letters: list[DeadLetter]) -> None:
+        raise NotImplementedError
 
     def start_bundle(self) -> None:
         self._buffer = BundleBuffer()
 
     def process(self, letter: DeadLetter, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterator[Any]:
+        self._accept(letter)
         self._buffer.add(letter, timestamp, window)
         if len(self._buffer.items) >= self.limit:
             yield from self._flush(in_bundle_end=False)
@@ -76,16 +79,31 @@ class _WriteDeadLetterLines(beam.DoFn):
         items = self._buffer.take()
         if not items:
             return
-        data = b"".join(dead_letter_line(letter) for letter, _, _ in items)
+        self._make_durable([letter for letter, _, _ in items])
+        for letter, ts, win in items:
+            yield emit_output(letter, ts, win, in_bundle_end)
+
+
+class _WriteDeadLetterLines(DurableDeadLetterStep):
+    """Writes each group of dead letters as JSON lines (appended locally, a new object remotely). Counts
+    every dead letter, and its event as dead-lettered unless a sink failed it (`SettleEvents` counts those
+    once per event, however many sinks failed)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._letters = counters.counter(counters.DEAD_LETTERS)
+        self._events = counters.counter(counters.EVENTS_DEAD_LETTERED)
+
+    def _make_durable(self, letters: list[DeadLetter]) -> None:
+        data = b"".join(dead_letter_line(letter) for letter in letters)
         if "://" in self._path:
             write_new_object(self._path, data)
         else:
             append_durably(self._path, data)
-        for letter, ts, win in items:
+        for letter in letters:
             self._letters.inc()
             if not letter.stage.startswith("sink:"):
                 self._events.inc()
-            yield emit_output(letter, ts, win, in_bundle_end)
 
 
 class WriteDeadLetters(beam.PTransform):

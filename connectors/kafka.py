@@ -34,7 +34,7 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
 from pydantic import Field, field_validator, model_validator
 
-from connectors.base import BundleBuffer, emit_output
+from connectors.dead_letters import DurableDeadLetterStep
 from connectors.secrets import SecretRef
 from connectors.sources import SourceConfig, SourceConfigError
 from transforms import counters
@@ -431,13 +431,11 @@ class CommitOffsets(beam.PTransform):
 
 # --- dead letters to a topic ---------------------------------------------------------------------------------
 
-class ProduceDeadLetters(beam.DoFn):
+class ProduceDeadLetters(DurableDeadLetterStep):
     """Produces each dead letter to `topic`: the original key and value (and `version` header), with Kafka
     Connect style headers (`__connect.errors.topic/partition/offset/exception.class.name/exception.message`)
     and the stage; outputs each dead letter once the producer has flushed it (delivered), at most `limit`
     letters later."""
-
-    limit = 500
 
     def __init__(self, config: KafkaConfig, topic: str) -> None:
         self._config = config
@@ -450,11 +448,7 @@ class ProduceDeadLetters(beam.DoFn):
                     if k not in ("group.id", "enable.auto.commit", "enable.partition.eof")}
         self._producer = Producer(settings)
 
-    def start_bundle(self) -> None:
-        self._buffer = BundleBuffer()
-
-    def process(self, letter: DeadLetter, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam) -> Iterator[Any]:
+    def _accept(self, letter: DeadLetter) -> None:
         position = letter.source.position if letter.source else {}
         headers = [("__connect.errors.topic", str(position.get("topic", ""))),
                    ("__connect.errors.partition", str(position.get("partition", ""))),
@@ -469,16 +463,8 @@ class ProduceDeadLetters(beam.DoFn):
         self._producer.produce(self._topic, key=str(key).encode() if key is not None else None, value=value,
                                headers=headers)
         self._producer.poll(0)
-        self._buffer.add(letter, timestamp, window)
-        if len(self._buffer.items) >= self.limit:
-            yield from self._flush(in_bundle_end=False)
 
-    def finish_bundle(self) -> Iterator[Any]:
-        yield from self._flush(in_bundle_end=True)
-
-    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
+    def _make_durable(self, letters: list[DeadLetter]) -> None:
         remaining = self._producer.flush(30)
         if remaining:  # the bundle fails and is retried: its records stay unacknowledged
             raise RuntimeError(f"{remaining} dead letters not delivered to Kafka topic {self._topic}")
-        for letter, ts, win in self._buffer.take():
-            yield emit_output(letter, ts, win, in_bundle_end)
