@@ -80,6 +80,15 @@ def test_a_second_process_gets_one_line_naming_the_folder_while_one_writes(tmp_p
     assert QdrantConfig(path=str(folder)).create_store().count() == 0  # closed, the folder opens again
 
 
+def test_search_reads_the_edge_store_the_pipeline_wrote(tmp_path: Path):
+    from pipeline.search import search
+
+    run(["--input", str(SAMPLE), "--qdrant_path", str(tmp_path / "store"),
+         "--dead_letters", str(tmp_path / "dead.jsonl")])
+    hits = search("how do I set up the VPN", QdrantConfig(path=str(tmp_path / "store")), top_k=2)
+    assert len(hits) == 2 and hits[0]["doc_id"] == "kb/vpn-setup.md" and hits[0]["score"] >= hits[1]["score"]
+
+
 def test_remote_runners_refuse_the_embedded_store_with_the_alternative_named(tmp_path: Path):
     with pytest.raises(StartupError, match=r"not FlinkRunner's workers: use a Qdrant server \(--qdrant_url\)"):
         run(["--input", str(SAMPLE), "--qdrant_path", str(tmp_path / "store"), "--runner", "FlinkRunner"])

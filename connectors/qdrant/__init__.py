@@ -270,8 +270,11 @@ class QdrantStore(VectorStore):
             backend.delete(self._collection, models.Filter(should=doomed))
         recorded = [self._state_point(w, len(w.records), None) for w in writes]
         backend.upsert(self._state, recorded, condition=_not_newer(recorded))
-        newer = [(key, int(state["version"])) for key, state in self._read_states([w.key for w in writes]).items()
-                 if int(state["version"]) > max(w.event.version for w in writes if w.key == key)]
+        written: dict[DocKey, int] = {}
+        for w in writes:
+            written[w.key] = max(w.event.version, written.get(w.key, w.event.version))
+        newer = [(key, int(state["version"])) for key, state in self._read_states(list(written)).items()
+                 if int(state["version"]) > written[key]]
         if newer:  # another writer recorded a newer version: remove what this one inserted beside it
             backend.delete(self._collection, models.Filter(should=[
                 _chunks_of(doc_id, namespace or None, version) for (namespace, doc_id), version in newer]))
