@@ -93,12 +93,15 @@ def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
         raise StartupError("the embedded Qdrant store (--qdrant_path) allows one process; use one worker or "
                            "--qdrant_url with --direct_running_mode=multi_processing")
     runner = (options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1]
+    loopback = options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    if embedded and runner not in LOCAL_RUNNERS and not loopback:
+        raise StartupError(f"the embedded Qdrant store (--qdrant_path) allows one process on this machine, not "
+                           f"{runner}'s workers: use a Qdrant server (--qdrant_url) or another --sink")
     if config.source is not None and config.source.unbounded and runner in LOCAL_RUNNERS:
         raise StartupError(f"an unbounded source never finishes on {runner} (it runs in batch mode here): add "
                            "--kafka_stop_at_end for one bounded run, or --follow SECONDS for successive bounded "
                            "runs; unbounded reading is for streaming runners (Flink, Dataflow)")
     literals = literal_secrets(config)
-    loopback = options.view_as(PortableOptions).environment_type == "LOOPBACK"
     if literals and runner not in LOCAL_RUNNERS and not loopback:
         raise StartupError(f"a secret given as a literal ({', '.join(literals)}) would have to travel to "
                            f"{runner}'s workers: pass a reference instead, env:NAME (a variable set on the "

@@ -94,7 +94,7 @@ _SOURCE_CLASSES = {c.model_fields["type"].default: c
 # Flags that set a sink's field: flag → (sink type, field). Read from the environment where noted.
 _SINK_FLAGS: dict[str, tuple[str, str]] = {
     "qdrant_path": ("qdrant", "path"), "qdrant_url": ("qdrant", "url"), "collection": ("qdrant", "collection"),
-    "qdrant_local_durability": ("qdrant", "local_durability"),
+    "qdrant_local_durability": ("qdrant", "local_durability"), "qdrant_embedded": ("qdrant", "embedded"),
     "pg_dsn": ("pgvector", "dsn"), "pg_table": ("pgvector", "table"),
     "pinecone_index_host": ("pinecone", "index_host"), "pinecone_namespace": ("pinecone", "namespace"),
     "mongo_uri": ("mongodb", "uri"), "mongo_db": ("mongodb", "database"),
@@ -189,10 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--qdrant_api_key_env", default="QDRANT_API_KEY",
                       help="environment variable holding the Qdrant API key (passed on as env:NAME)")
     sink.add_argument("--collection", help="Qdrant collection (default: documents)")
+    sink.add_argument("--qdrant_embedded", choices=("edge", "client"),
+                      help="embedded store engine: 'edge' (default; Qdrant Edge, the Qdrant engine in-process) or "
+                           "'client' (qdrant-client's local mode, for LangChain/LlamaIndex opening the folder)")
     sink.add_argument("--qdrant_local_durability", choices=("fast", "full"),
-                      help="embedded store: 'fast' (default; SQLite WAL, safe if the pipeline crashes, the last "
-                           "writes may be lost on power loss) or 'full' (an fsync per point, about 5x slower "
-                           "writes; use it when a streaming source's acknowledgement must mean on disk)")
+                      help="embedded store: 'fast' (default; safe if the pipeline crashes, the last writes may be "
+                           "lost on power loss) or 'full' (flushed to disk after each write batch; use it when a "
+                           "streaming source's acknowledgement must mean on disk)")
     sink.add_argument("--pg_dsn", help="PostgreSQL connection string for --sink pgvector, a secret: "
                                       "env:NAME, file:PATH or gcp-secret:... (default: env:PG_DSN)")
     sink.add_argument("--pg_table", help="pgvector table (default: documents)")

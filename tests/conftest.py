@@ -47,19 +47,11 @@ def write_changelog(path: Path, events: Iterable[Any]) -> Path:
     return path
 
 
-def read_points(store_path: Path, collection: str = "documents") -> dict[str, dict[str, Any]]:
-    """Every point of the collection: `{point_id: payload + {"vector": [...]}}`."""
-    store = QdrantConfig(path=str(store_path), collection=collection).create_store()
+def read_points(store_path: Path, collection: str = "documents", embedded: str = "edge") -> dict[str, dict[str, Any]]:
+    """Every point of the collection: `{point_id: payload + {"vector": [...]}}` (`embedded`: the store's engine)."""
+    store = QdrantConfig(path=str(store_path), collection=collection, embedded=embedded).create_store()
     try:
-        points: dict[str, dict[str, Any]] = {}
-        offset = None
-        while True:
-            records, offset = store.client.scroll(collection, limit=1000, offset=offset, with_payload=True,
-                                                  with_vectors=True)
-            for r in records:
-                points[str(r.id)] = {**(r.payload or {}), "vector": list(r.vector)}
-            if offset is None:
-                return points
+        return {str(r.id): {**(r.payload or {}), "vector": list(r.vector)} for r in store.scroll_points()}
     finally:
         store.close()
 

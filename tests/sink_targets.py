@@ -31,15 +31,12 @@ class QdrantTarget:
         return read_points(self.path)
 
     def forget_id_scheme(self) -> None:
-        from qdrant_client import models
-
         from connectors.qdrant import QdrantConfig
         from transforms.ids import SCHEME_MARKER_UUID
 
         store = QdrantConfig(path=str(self.path)).create_store()
         try:
-            store.client.delete("documents__sync_state", wait=True,
-                                points_selector=models.PointIdsList(points=[SCHEME_MARKER_UUID]))
+            store.backend.delete("documents__sync_state", [SCHEME_MARKER_UUID])
         finally:
             store.close()
 

@@ -119,10 +119,8 @@ def test_folder_input_upserts_each_file_and_dead_letters_undecodable_ones(tmp_pa
 
 
 def test_dimension_mismatch_fails_at_start_with_one_clear_message(tmp_path: Path, capsys):
-    from qdrant_client import models
-
     store = QdrantConfig(path=str(tmp_path / "store")).create_store()
-    store.client.create_collection("documents", vectors_config=models.VectorParams(size=5, distance="Cosine"))
+    store.backend.create("documents", 5)
     store.close()
     code = main(["--input", str(SAMPLE), "--qdrant_path", str(tmp_path / "store")])
     err = capsys.readouterr().err
@@ -169,7 +167,7 @@ def test_a_write_interrupted_after_widening_claims_no_version(tmp_path: Path):
                           version=7, text="t", content_hash="h", model="m", metadata={}, vector=[1.0, 2.0])
         with pytest.raises(Exception):
             store.write_documents([DocumentWrite(event, (bad,), ())])
-        assert store.client.retrieve("documents" + STATE_SUFFIX, ids=[document_point_id("d")])  # the widened bound
+        assert store.backend.retrieve("documents" + STATE_SUFFIX, [document_point_id("d")])  # the widened bound
         stored = store.read_documents([("", "d")])[("", "d")]
         assert stored.version is None and not stored.deleted and stored.chunks == ()
         assert store.count() == 0
@@ -190,26 +188,29 @@ KILLED_WRITER = """
 import os, signal, sys
 from connectors.qdrant import QdrantConfig
 from qdrant_client import models
-store = QdrantConfig(path=sys.argv[1], local_durability=sys.argv[2]).create_store()
+store = QdrantConfig(path=sys.argv[1], embedded=sys.argv[2], local_durability=sys.argv[3]).create_store()
 store.ensure_ready(3)
 for i in range(40):
-    store.client.upsert("documents", points=[models.PointStruct(id=i, vector=[1.0, i, 2.0], payload={"i": i})])
-os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint
+    store.backend.upsert("documents", [models.PointStruct(id=i, vector=[1.0, i, 2.0], payload={"i": i})])
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no flush, no checkpoint
 """
 
 
-@pytest.mark.parametrize("durability, journal", [("fast", "wal"), ("full", "delete")])
-def test_embedded_writes_survive_a_killed_process_in_either_durability_mode(tmp_path: Path, durability: str,
-                                                                           journal: str):
-    import sqlite3
-
-    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "store"), durability], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("embedded, durability", [("edge", "fast"), ("edge", "full"), ("client", "fast"),
+                                                  ("client", "full")])
+def test_embedded_writes_survive_a_killed_process_in_either_durability_mode(tmp_path: Path, embedded: str,
+                                                                           durability: str):
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "store"), embedded, durability],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == -9, done.stderr
-    database = tmp_path / "store" / "collection" / "documents" / "storage.sqlite"
-    with sqlite3.connect(database) as connection:  # opening replays the WAL, as Qdrant's own open does
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == journal
-    points = read_points(tmp_path / "store")
+    if embedded == "client":
+        import sqlite3
+
+        database = tmp_path / "store" / "collection" / "documents" / "storage.sqlite"
+        with sqlite3.connect(database) as connection:  # opening replays the WAL, as Qdrant's own open does
+            journal = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        assert journal == ("wal" if durability == "fast" else "delete")
+    points = read_points(tmp_path / "store", embedded=embedded)
     assert sorted(p["i"] for p in points.values()) == list(range(40))
 
 

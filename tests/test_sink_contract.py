@@ -91,10 +91,7 @@ def make_store_of_dimension(target: Any, dimension: int) -> None:
         from connectors.qdrant import QdrantConfig
 
         store = QdrantConfig(path=str(target.path)).create_store()
-        from qdrant_client import models
-
-        store.client.create_collection("documents", vectors_config=models.VectorParams(
-            size=dimension, distance=models.Distance.COSINE))
+        store.backend.create("documents", dimension)
         store.close()
     elif target.name == "pgvector":
         import psycopg
