@@ -8,6 +8,14 @@ Offsets are committed only once every record up to them is finished (applied to 
 dead-lettered): kill the pipeline at any point and the next run starts from the last committed offset;
 replays are harmless because the sinks are idempotent.
 
+A record that crashes every run (SIGKILL, OOM) would block its partition for good: so when a run starts
+reading a partition at its committed offset o, it first commits o again with metadata counting the runs that
+started at o (`{"vector_sync": {"offset": o, "runs": n}}`); once n exceeds `max_delivery_attempts`, the
+record at o is dead-lettered unprocessed (stage `read`, `TooManyDeliveries`) and the partition moves past
+it. This counts runs that started at the same offset, an approximation of a per-offset failure count (a
+run that crashed after other partitions' records is counted too; the count restarts whenever a commit
+moves the offset).
+
 Values are ChangeEvent JSON, or any JSON mapped with `doc_id_field`, `text_fields`, `version_field`
 (dotted paths); an optional JSON Schema validates values first. The record key is the doc_id when the value
 has none, and a tombstone (null value) deletes the key's document. Dead letters can also be produced to
@@ -36,7 +44,7 @@ from pydantic import Field, field_validator, model_validator
 
 from connectors.dead_letters import DurableDeadLetterStep
 from connectors.secrets import SecretRef
-from connectors.sources import SourceConfig, SourceConfigError
+from connectors.sources import SourceConfig, SourceConfigError, too_many_deliveries
 from transforms import counters
 from transforms.parse import RecordError, event_or_dead_letter, load_json, validate_event
 from transforms.stages import DEAD_LETTERS
@@ -76,6 +84,8 @@ class KafkaConfig(SourceConfig):
     poll_timeout_s: float = 1.0
     idle_timeout_s: float = 30.0
     """A bounded read that sees no record for this long before reaching its end offset fails (a broker problem)."""
+    max_delivery_attempts: int = Field(default=5, ge=1)
+    """Runs that may start at the same committed offset before its record is dead-lettered unprocessed."""
 
     @field_validator("client_config", mode="before")
     @classmethod
@@ -174,10 +184,14 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             (committed,) = consumer.committed([TopicPartition(topic, partition)], timeout=10)
+            start = committed.offset if committed.offset >= 0 else low
+            start = min(max(start, low), high)
+            if start < high:  # a record waits at `start`: this run is one more attempt at it
+                runs = _runs_started_at(committed.metadata, start) + 1
+                consumer.commit(offsets=[TopicPartition(topic, partition, start, metadata=_runs_metadata(start, runs))],
+                                asynchronous=False)
         finally:
             consumer.close()
-        start = committed.offset if committed.offset >= 0 else low
-        start = min(max(start, low), high)
         return OffsetRange(start, high if self._config.stop_at_end else UNBOUNDED_END)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
@@ -205,6 +219,7 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
         restriction = tracker.current_restriction()
         if restriction.start >= restriction.stop:
             return
+        poisoned, runs = self._poisoned(topic, partition)
         self._consumer.assign([TopicPartition(topic, partition, restriction.start)])
         idle_since = time.monotonic()
         try:
@@ -231,9 +246,38 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
                     if not tracker.try_claim(m.offset()):
                         return
                     self._read.inc()
-                    yield beam.window.TimestampedValue(_raw_record(m), max(0, m.timestamp()[1]) / 1000)
+                    record, timestamp = _raw_record(m), max(0, m.timestamp()[1]) / 1000
+                    if m.offset() == poisoned:
+                        letter = too_many_deliveries(runs, self._config.max_delivery_attempts, record.payload,
+                                                     record.source)
+                        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, beam.window.TimestampedValue(letter, timestamp))
+                        continue
+                    yield beam.window.TimestampedValue(record, timestamp)
         finally:
             self._consumer.unassign()
+
+
+    def _poisoned(self, topic: str, partition: int) -> tuple[Optional[int], int]:
+        """`(offset, runs)`: the committed offset when more than `max_delivery_attempts` runs started there
+        (its record is dead-lettered unprocessed), else `(None, runs)`."""
+        from confluent_kafka import TopicPartition
+
+        (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        runs = _runs_started_at(committed.metadata, committed.offset)
+        return (committed.offset if runs > self._config.max_delivery_attempts else None), runs
+
+
+def _runs_metadata(offset: int, runs: int) -> str:
+    return json.dumps({"vector_sync": {"offset": offset, "runs": runs}})
+
+
+def _runs_started_at(metadata: Optional[str], offset: int) -> int:
+    """Runs that started reading at `offset`, as committed metadata records them (0 for any other metadata)."""
+    try:
+        counted = json.loads(metadata or "")["vector_sync"]
+        return int(counted["runs"]) if int(counted["offset"]) == offset else 0
+    except (ValueError, TypeError, KeyError):
+        return 0
 
 
 class _ReadPartitionUnbounded(_ReadPartition):
@@ -398,7 +442,7 @@ class _Commit(beam.DoFn):
         done = set(groups["done"])
         finished = None
         count = 0
-        for offset in sorted(set(groups["read"])):
+        for offset in sorted(set(groups["read"]) | done):  # done: dead-lettered at read too, never a record
             if offset not in done:
                 break
             finished, count = offset, count + 1

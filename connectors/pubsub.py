@@ -3,9 +3,15 @@ to every sink (or superseded, or dead-lettered), so it also runs on Flink and th
 Python `ReadFromPubSub` cannot be used; `native` switches to Beam's `ReadFromPubSub` for Dataflow (which
 acknowledges once messages are durably in the pipeline, and whose replays the idempotent sinks absorb).
 
-A pull run is bounded: it pulls until a pull returns nothing for `idle_timeout_s` or `max_records` messages
-were read, extending each message's ack deadline to `ack_deadline_s` so it is not redelivered while being
-processed. `PUBSUB_EMULATOR_HOST` points the client at the emulator.
+A pull run is bounded: it pulls until a pull returns nothing for `idle_timeout_s`, `max_records` messages
+were read or `max_read_seconds` passed. Each message's ack deadline is set to `ack_deadline_s` when pulled and
+extended by a `LeaseKeeper` until it is acknowledged (or the run ends), so it is not redelivered while in
+flight however long the run takes. A message whose `delivery_attempt` exceeds `max_delivery_attempts` is
+dead-lettered unprocessed (stage `read`, `TooManyDeliveries`) and acknowledged: Pub/Sub counts delivery
+attempts only on a subscription with a dead-letter policy (the emulator too); without one there is no count
+and nothing is dead-lettered this way. Keep `max_delivery_attempts` below the policy's own maximum, or
+Pub/Sub forwards the message to its dead-letter topic first. `PUBSUB_EMULATOR_HOST` points the client at the
+emulator.
 """
 from __future__ import annotations
 
@@ -15,7 +21,16 @@ from typing import Any, Iterator, Literal, Optional
 import apache_beam as beam
 from pydantic import Field
 
-from connectors.sources import AcknowledgeFinished, BufferedAcknowledger, ReadWithImpulse, SourceConfig, SourceConfigError
+from connectors.sources import (
+    AcknowledgeFinished,
+    BoundedReadSettings,
+    BufferedAcknowledger,
+    LeaseKeeper,
+    ReadBudget,
+    ReadWithImpulse,
+    SourceConfigError,
+    too_many_deliveries,
+)
 from transforms import counters
 from transforms.notifications import attribute_fields
 from transforms.stages import DEAD_LETTERS
@@ -24,16 +39,19 @@ from transforms.types import RawRecord, SourceRef
 SYSTEM = "pubsub"
 
 
-class PubSubConfig(SourceConfig):
+class PubSubConfig(BoundedReadSettings):
     """`subscription` is `projects/P/subscriptions/S`."""
 
     type: Literal["pubsub"] = "pubsub"
     subscription: str = Field(pattern=r"^projects/[^/]+/subscriptions/[^/]+$")
     native: bool = False
     max_messages: int = Field(default=500, ge=1, le=1000)
-    max_records: Optional[int] = Field(default=None, ge=1)
     idle_timeout_s: float = Field(default=3.0, gt=0)
     ack_deadline_s: int = Field(default=600, ge=10, le=600)
+
+    @property
+    def lease_keeper_name(self) -> str:
+        return f"{SYSTEM}:{self.subscription}"
 
     def read(self) -> beam.PTransform:
         return ReadPubSubNative(self) if self.native else ReadWithImpulse(_Pull(self))
@@ -76,20 +94,27 @@ class _Pull(beam.DoFn):
         from google.cloud import pubsub_v1
 
         self._subscriber = pubsub_v1.SubscriberClient()
+        self._keeper = LeaseKeeper.start(self._config.lease_keeper_name, self._extend, self._config.ack_deadline_s)
 
     def teardown(self) -> None:
+        self._keeper.stop()
         self._subscriber.close()
 
-    def process(self, _: Any) -> Iterator[RawRecord]:
+    def _extend(self, held: list[tuple[str, str]]) -> dict[str, str]:
+        self._subscriber.modify_ack_deadline(request={"subscription": self._config.subscription, "ack_ids": [
+            ack_id for ack_id, _ in held], "ack_deadline_seconds": self._config.ack_deadline_s})
+        return dict(held)
+
+    def process(self, _: Any) -> Iterator[Any]:
         from google.api_core import exceptions
 
         c = self._config
-        budget = c.max_records if c.max_records is not None else float("inf")
+        budget = ReadBudget(c.max_records, c.max_read_seconds)
         idle_since = time.monotonic()
-        while budget > 0 and time.monotonic() - idle_since < c.idle_timeout_s:
+        while not budget.exhausted and time.monotonic() - idle_since < c.idle_timeout_s:
             try:
-                response = self._subscriber.pull(request={"subscription": c.subscription, "max_messages": int(
-                    min(c.max_messages, budget))}, timeout=c.idle_timeout_s)
+                response = self._subscriber.pull(request={"subscription": c.subscription, "max_messages": budget.take(
+                    c.max_messages)}, timeout=min(c.idle_timeout_s, max(1.0, budget.seconds_left())))
             except exceptions.DeadlineExceeded:
                 continue
             received = list(response.received_messages)
@@ -99,11 +124,17 @@ class _Pull(beam.DoFn):
             self._subscriber.modify_ack_deadline(request={"subscription": c.subscription, "ack_ids": [
                 m.ack_id for m in received], "ack_deadline_seconds": c.ack_deadline_s})
             for m in received:
-                budget -= 1
+                self._keeper.hold(m.ack_id, m.ack_id)
+                budget.spend()
                 self._read.inc()
-                yield RawRecord(m.message.data, SourceRef(system=SYSTEM, position={
+                source = SourceRef(system=SYSTEM, position={
                     **attribute_fields(m.message.attributes), "subscription": c.subscription,
-                    "message_id": m.message.message_id, "ack_id": m.ack_id, "delivery_attempt": m.delivery_attempt}))
+                    "message_id": m.message.message_id, "ack_id": m.ack_id, "delivery_attempt": m.delivery_attempt})
+                if m.delivery_attempt > c.max_delivery_attempts:  # 0 where the subscription has no policy
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTERS, too_many_deliveries(
+                        m.delivery_attempt, c.max_delivery_attempts, m.message.data, source))
+                    continue
+                yield RawRecord(m.message.data, source)
 
 
 class ReadPubSubNative(beam.PTransform):
@@ -141,4 +172,8 @@ class _Ack(BufferedAcknowledger):
         self._subscriber.close()
 
     def _ack(self, ack_ids: list[str]) -> None:
+        keeper = LeaseKeeper.find(self._config.lease_keeper_name)
+        if keeper is not None:
+            for ack_id in ack_ids:
+                keeper.release(ack_id, ack_id)
         self._subscriber.acknowledge(request={"subscription": self._config.subscription, "ack_ids": ack_ids})

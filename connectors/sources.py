@@ -6,18 +6,29 @@ the `SourceRef`s of finished records and hands them, with the refs of every reco
 `acknowledge` transform (Kafka commits offsets, Redis Streams XACKs, Pub/Sub acks). A crash before that
 leaves the records unacknowledged, so the next run reads them again; sinks are idempotent, so that is
 harmless.
+
+A record delivered more than `max_delivery_attempts` times (its earlier deliveries never finished: a run
+that crashed on it, say) is dead-lettered unprocessed (stage `read`, `TooManyDeliveries`) and so
+acknowledged, instead of being retried forever. A bounded read of a queue-like source stops after
+`max_records` or `max_read_seconds`, so it ends under steady traffic; leases of records in flight are kept by
+a `LeaseKeeper` until they are acknowledged.
 """
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import apache_beam as beam
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
 from transforms.parse import parse_or_dead_letter
 from transforms.stages import DEAD_LETTERS, Parser
-from transforms.types import SourceRef
+from transforms.types import DeadLetter, SourceRef
+
+_LOG = logging.getLogger(__name__)
 
 
 class SourceConfigError(RuntimeError):
@@ -55,6 +66,136 @@ class SourceConfig(BaseModel):
 
     def display(self) -> dict[str, Any]:
         return {}
+
+
+class BoundedReadSettings(SourceConfig):
+    """The caps of a bounded read that receives (Redis Streams, Pub/Sub pull, Azure queue): it ends after
+    `max_records` records or `max_read_seconds` of reading (None: no cap), whichever comes first, and a
+    record delivered more than `max_delivery_attempts` times is dead-lettered unprocessed."""
+
+    max_records: Optional[int] = Field(default=10_000, ge=1)
+    max_read_seconds: Optional[float] = Field(default=300.0, gt=0)
+    max_delivery_attempts: int = Field(default=5, ge=1)
+
+
+class ReadBudget:
+    """What a bounded read may still take: records left of `max_records`, time left of `max_read_seconds`
+    (counted from construction)."""
+
+    def __init__(self, max_records: Optional[int], max_seconds: Optional[float]) -> None:
+        self.records: float = max_records if max_records is not None else float("inf")
+        self._deadline = time.monotonic() + max_seconds if max_seconds is not None else float("inf")
+
+    @property
+    def exhausted(self) -> bool:
+        return self.records <= 0 or time.monotonic() >= self._deadline
+
+    def take(self, wanted: int) -> int:
+        """How many records the next request may ask for (at most `wanted`)."""
+        return int(min(wanted, self.records))
+
+    def seconds_left(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    def spend(self) -> None:
+        self.records -= 1
+
+
+def too_many_deliveries(deliveries: int, limit: int, payload: bytes, source: SourceRef) -> DeadLetter:
+    """The dead letter (stage `read`) of a record delivered `deliveries` times, more than `limit`."""
+    return DeadLetter.of(
+        "read", f"delivered {deliveries} times, more than max_delivery_attempts={limit} (earlier deliveries "
+        "never finished): dead-lettered unprocessed instead of retried again", payload, source,
+        attempts=deliveries, error_type="TooManyDeliveries")
+
+
+class LeaseKeeper:
+    """Keeps the leases (Pub/Sub ack deadlines, Azure visibility timeouts) of records read and not yet
+    acknowledged, for as long as they are in flight: a daemon thread calls `extend` with the held
+    `[(key, handle)]` whose lease is half spent (in groups of `group`), every quarter lease, and keeps the
+    handles it returns (Azure gives a new pop receipt each time; a key missing from the result is dropped:
+    its message is gone). A record leaves on `release` (acknowledged); every record leaves when the keeper
+    `stop`s (the reader's teardown: the run ended), so their leases then run out and they are redelivered.
+
+    Keepers are found by name within the process (`LeaseKeeper.find`): the acknowledger releases the records
+    it acknowledges and acknowledges with the current handle. Where it runs in another process than the
+    reader (not on the DirectRunner), it acknowledges with the handle the record was read with."""
+
+    _by_name: dict[str, "LeaseKeeper"] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, name: str, extend: Callable[[list[tuple[Any, Any]]], dict[Any, Any]], lease_s: float,
+                 group: int = 1000) -> None:
+        self.name = name
+        self._extend, self._lease_s, self._group = extend, lease_s, group
+        self._held: dict[Any, tuple[Any, float]] = {}  # key -> (handle, when its lease was last set)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-keeper:{name}", daemon=True)
+
+    @classmethod
+    def start(cls, name: str, extend: Callable[[list[tuple[Any, Any]]], dict[Any, Any]], lease_s: float,
+              group: int = 1000) -> "LeaseKeeper":
+        keeper = cls(name, extend, lease_s, group)
+        with cls._registry_lock:
+            cls._by_name[name] = keeper
+        keeper._thread.start()
+        return keeper
+
+    @classmethod
+    def find(cls, name: str) -> Optional["LeaseKeeper"]:
+        with cls._registry_lock:
+            return cls._by_name.get(name)
+
+    def hold(self, key: Any, handle: Any) -> None:
+        """`key`'s lease was just set (read, or extended on read) with `handle`."""
+        with self._lock:
+            self._held[key] = (handle, time.monotonic())
+
+    def release(self, key: Any, handle: Any) -> Any:
+        """Stops extending `key`; returns its current handle (`handle` when it is not held)."""
+        with self._lock:
+            held = self._held.pop(key, None)
+        return held[0] if held is not None else handle
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._registry_lock:
+            if self._by_name.get(self.name) is self:
+                del self._by_name[self.name]
+        self._thread.join(timeout=30)
+        with self._lock:
+            self._held.clear()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(max(0.2, self._lease_s / 4)):
+            try:
+                self._extend_due()
+            except Exception as exc:  # noqa: BLE001 - the next round tries again; the lease may run out
+                _LOG.warning("lease keeper %s: extending leases failed: %s: %s", self.name, type(exc).__name__, exc)
+
+    def _extend_due(self) -> None:
+        with self._lock:
+            due = [key for key, (_, since) in self._held.items() if time.monotonic() - since >= self._lease_s / 2]
+        for start in range(0, len(due), self._group):
+            if self._stopped.is_set():
+                return
+            with self._lock:  # a release waits for this group, then gets the handle the extension left
+                items = [(key, self._held[key][0]) for key in due[start:start + self._group] if key in self._held]
+                if not items:
+                    continue
+                now = time.monotonic()
+                extended = self._extend(items)
+                for key, _ in items:
+                    if key in extended:
+                        self._held[key] = (extended[key], now)
+                    else:
+                        self._held.pop(key, None)
 
 
 class BufferedAcknowledger(beam.DoFn):

@@ -105,7 +105,8 @@ _CREATE_FIELD = {"qdrant": "create_collection", "pgvector": "create_table", "mon
 _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "redis_url": ("redis", "url"), "redis_stream": ("redis", "stream"), "redis_group": ("redis", "group"),
     "redis_consumer": ("redis", "consumer"), "redis_claim_idle_ms": ("redis", "claim_idle_ms"),
-    "max_records": (ANY_SOURCE, "max_records"),
+    "max_records": (ANY_SOURCE, "max_records"), "max_read_seconds": (ANY_SOURCE, "max_read_seconds"),
+    "max_delivery_attempts": (ANY_SOURCE, "max_delivery_attempts"),
     "pubsub_subscription": ("pubsub", "subscription"), "pubsub_native": ("pubsub", "native"),
     "azure_queue": ("azure_queue", "queue"), "azure_connection_string": ("azure_queue", "connection_string"),
     "kafka_bootstrap": ("kafka", "bootstrap"), "kafka_topic": ("kafka", "topics"), "kafka_group": ("kafka", "group"),
@@ -144,7 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--redis_claim_idle_ms", type=int,
                      help="claim entries pending on other consumers idle this long (default: 60000)")
     src.add_argument("--max_records", type=int,
-                     help="--source redis, pubsub or azure_queue: stop after this many records (messages)")
+                     help="--source redis, pubsub or azure_queue: stop reading after this many records "
+                          "(messages; default: 10000)")
+    src.add_argument("--max_read_seconds", type=float,
+                     help="--source redis, pubsub or azure_queue: stop reading after this many seconds, so a "
+                          "run ends under steady traffic (default: 300)")
+    src.add_argument("--max_delivery_attempts", type=int,
+                     help="a record delivered more often than this (Redis delivery count, Pub/Sub delivery "
+                          "attempt, Azure dequeue count, Kafka runs started at its offset) is dead-lettered "
+                          "unprocessed and acknowledged (default: 5)")
     src.add_argument("--pubsub_subscription", help="projects/P/subscriptions/S for --source pubsub")
     src.add_argument("--pubsub_native", action="store_true", default=None,
                      help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
