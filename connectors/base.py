@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
 from transforms.chunking import TokenChunker
+from transforms.model import ModelRef, local_model_path
 from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
@@ -195,7 +196,7 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
     nowhere, so the sinks stay alike). Events superseded or already in sync everywhere are counted and go
     no further than the `superseded` output."""
 
-    def __init__(self, store_configs: Sequence[StoreConfig], model_path: str, model_id: str,
+    def __init__(self, store_configs: Sequence[StoreConfig], model_path: Union[ModelRef, str], model_id: str,
                  chunk_size: Optional[int], chunk_overlap: int, lookup_batch_size: int = 256,
                  embed_sort_window: int = 4096) -> None:
         super().__init__(store_configs)
@@ -212,7 +213,8 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def setup(self) -> None:
         super().setup()
-        self._chunker = TokenChunker.from_model_path(self._model_path, self._chunk_size, self._chunk_overlap)
+        self._chunker = TokenChunker.from_model_path(local_model_path(self._model_path), self._chunk_size,
+                                                     self._chunk_overlap)  # resolved and verified here
 
     def _limit(self) -> int:
         return self._lookup_batch_size

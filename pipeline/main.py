@@ -25,14 +25,16 @@ from connectors.base import StoreConfigError
 from connectors.qdrant import QdrantConfig
 from connectors.secrets import literal_secrets
 from connectors.sources import SourceConfigError
-from pipeline.graph import ResolvedModel, build_graph
+from pipeline.graph import build_graph
 from pipeline.options import SyncConfig, parse_args
 from transforms.onnx_int8 import UnsupportedModelError
 from pipeline.summary import RunSummary, summary_from_metrics
 from transforms.model import (
     ModelNotFoundError,
+    ModelRef,
     embedding_dimension,
     force_offline,
+    is_remote,
     load_sentence_transformer,
     model_fingerprint,
     resolve_model,
@@ -46,20 +48,18 @@ class StartupError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=4)
-def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Optional[str] = None) -> ResolvedModel:
-    """The model's local path, fingerprint and dimension (loaded once per process to read the dimension); for
-    `onnx-int8`, the int8 export (made now from the local model if not cached)."""
+def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Optional[str] = None) -> ModelRef:
+    """The model reference the workers get: `model_arg` (a local folder made absolute), its fingerprint and
+    its dimension, read here from the launcher's copy (loaded once per process). The int8 ONNX export is
+    made where it is used: on the workers (and here for local runners, see `_run`)."""
     force_offline()
     path = resolve_model(model_arg)
     model = load_sentence_transformer(path, "cpu")
-    resolved = ResolvedModel(path=path, model_id=model_fingerprint(path), dimension=embedding_dimension(model))
-    if backend == "torch":
-        return resolved
-    from transforms.onnx_int8 import BACKEND, DEFAULT_CACHE, ensure_int8_model
-
-    folder = ensure_int8_model(path, Path(onnx_cache) if onnx_cache else DEFAULT_CACHE)
-    return ResolvedModel(path=path, model_id=f"{resolved.model_id}+{BACKEND}", dimension=resolved.dimension,
-                         onnx_folder=str(folder))
+    reference = model_arg
+    if model_arg and not is_remote(model_arg) and Path(model_arg.removeprefix("file://")).expanduser().exists():
+        reference = path  # absolute: the same folder must exist on every worker
+    return ModelRef(reference=reference, fingerprint=model_fingerprint(path), dimension=embedding_dimension(model),
+                    backend=backend, onnx_cache=onnx_cache)
 
 
 def check_input(config: SyncConfig) -> None:
@@ -86,13 +86,17 @@ def check_input(config: SyncConfig) -> None:
 LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
 
 
+def runner_name(options: PipelineOptions) -> str:
+    return (options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1]
+
+
 def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
     direct = options.view_as(DirectOptions)
     embedded = any(isinstance(s, QdrantConfig) and s.path for s in config.stores)
     if embedded and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
         raise StartupError("the embedded Qdrant store (--qdrant_path) allows one process; use one worker or "
                            "--qdrant_url with --direct_running_mode=multi_processing")
-    runner = (options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1]
+    runner = runner_name(options)
     if config.source is not None and config.source.unbounded and runner in LOCAL_RUNNERS:
         raise StartupError(f"an unbounded source never finishes on {runner} (it runs in batch mode here): add "
                            "--kafka_stop_at_end for one bounded run, or --follow SECONDS for successive bounded "
@@ -105,7 +109,7 @@ def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
                            "workers), file:PATH or gcp-secret:projects/P/secrets/S/versions/V")
 
 
-def prepare_stores(config: SyncConfig, model: ResolvedModel) -> None:
+def prepare_stores(config: SyncConfig, model: ModelRef) -> None:
     """Every sink is reachable and ready (collection/table/index present or created, dimension right)."""
     for store_config in config.stores:
         try:
@@ -157,6 +161,8 @@ def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
         options.view_as(SetupOptions).save_main_session = False
         check_input(config)
         check_runner(config, options)
+        if model.backend != "torch" and runner_name(options) in LOCAL_RUNNERS:
+            model.onnx_folder()  # exported now: an unsupported model fails at start; in-process workers reuse it
         prepare_stores(config, model)
     except (StoreConfigError, ModelNotFoundError, UnsupportedModelError) as exc:
         raise StartupError(str(exc)) from exc

@@ -14,7 +14,8 @@ from apache_beam.internal.cloudpickle import cloudpickle
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipeline.graph import ResolvedModel, build_graph
+from pipeline.graph import build_graph
+from transforms.model import ModelRef
 from pipeline.options import parse_args
 
 
@@ -61,7 +62,7 @@ def _leaks(pipeline: beam.Pipeline, secrets: dict[str, str]) -> dict[str, str]:
 def _build(argv: list[str]) -> beam.Pipeline:
     config, _ = parse_args(argv)
     pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions([]))
-    build_graph(pipeline, config, ResolvedModel(path="/nonexistent/model", model_id="m", dimension=8))
+    build_graph(pipeline, config, ModelRef(reference="/nonexistent/model", fingerprint="m", dimension=8))
     return pipeline
 
 
