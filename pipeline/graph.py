@@ -33,9 +33,12 @@ ResolvedModel = ModelRef
 dimension (see `transforms.model.ModelRef`)."""
 
 
-def build_graph(p: beam.Pipeline, config: SyncConfig, model: ModelRef) -> beam.PCollection:
+def build_graph(p: beam.Pipeline, config: SyncConfig, model: ModelRef,
+                prepare_on_workers: bool = False) -> beam.PCollection:
     """Adds the sync graph to `p`; returns one settled `SinkOutcome` per written event (applied to every
-    sink, or dead-lettered): what streaming sources acknowledge."""
+    sink, or dead-lettered): what streaming sources acknowledge. `prepare_on_workers`: the sinks are made
+    ready in the store DoFns' `setup` (remote runners), not by the launcher."""
+    prepare = model.dimension if prepare_on_workers else None
     source = config.source
     max_bytes = config.fetch.max_document_bytes
     if source is not None:
@@ -58,7 +61,7 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ModelRef) -> beam.P
         SUPERSEDED, DEAD_LETTERS, main="events")
     planned = fetched.events | "PlanAgainstStores" >> beam.ParDo(PlanDocumentWrites(
         stores, model, model.model_id, config.chunk_size, config.chunk_overlap,
-        config.lookup_batch_size)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
+        config.lookup_batch_size, prepare_dimension=prepare)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
     embedded = planned[TO_EMBED] | "Embed" >> EmbedChunks(SentenceTransformerHandler(
         model, batch_size=config.batch_size, device=config.device,
         call_cost_tokens=config.call_cost_tokens))
@@ -68,7 +71,7 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ModelRef) -> beam.P
     outcomes, sink_dead_letters = [], []
     for store in stores:
         written = assembled[sink_tag(store.sink_name)] | f"Write:{store.sink_name}" >> beam.ParDo(
-            WriteDocuments(store)).with_outputs(DEAD_LETTERS, main="outcomes")
+            WriteDocuments(store, prepare)).with_outputs(DEAD_LETTERS, main="outcomes")
         outcomes.append(written.outcomes)
         sink_dead_letters.append(written[DEAD_LETTERS])
     settled = tuple(outcomes) | "AllSinkOutcomes" >> beam.Flatten() | "SettleEvents" >> SettleEvents()

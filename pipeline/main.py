@@ -9,7 +9,8 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -90,7 +91,20 @@ def runner_name(options: PipelineOptions) -> str:
     return (options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1]
 
 
+def runs_remotely(options: PipelineOptions) -> bool:
+    """Workers outside this process and machine (Flink, Dataflow, a portable runner's DOCKER, PROCESS or
+    EXTERNAL environment): LOOPBACK workers run inside the launcher."""
+    loopback = options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    return runner_name(options) not in LOCAL_RUNNERS and not loopback
+
+
+REMOTE_STORES = "--qdrant_url (a Qdrant server), --sink pgvector, --sink pinecone or --sink mongodb"
+
+
 def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
+    """Refuses what cannot work on the chosen runner: the embedded store or the default relative dead-letter
+    file with out-of-process workers, an unbounded source on a local runner, literal secrets sent to
+    remote workers."""
     direct = options.view_as(DirectOptions)
     embedded = any(isinstance(s, QdrantConfig) and s.path for s in config.stores)
     if embedded and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
@@ -107,6 +121,14 @@ def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
         raise StartupError(f"a secret given as a literal ({', '.join(literals)}) would have to travel to "
                            f"{runner}'s workers: pass a reference instead, env:NAME (a variable set on the "
                            "workers), file:PATH or gcp-secret:projects/P/secrets/S/versions/V")
+    if runs_remotely(options):
+        if embedded:
+            raise StartupError(f"the embedded Qdrant store (--qdrant_path) lives in one local process; "
+                               f"{runner}'s workers cannot share it: use {REMOTE_STORES}")
+        if "dead_letters" not in config.model_fields_set:
+            raise StartupError(f"the default dead-letter file ./dead_letters.jsonl would be written on each of "
+                               f"{runner}'s workers, then lost: name one with --dead_letters (gs://bucket/dlq.jsonl, "
+                               "s3://..., or a local path every worker shares, given explicitly)")
 
 
 def prepare_stores(config: SyncConfig, model: ModelRef) -> None:
@@ -136,7 +158,7 @@ def count_vectors(config: SyncConfig) -> dict[str, int]:
     return counts
 
 
-def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
+def run(argv: Optional[Sequence[str]] = None) -> Union[RunSummary, "SubmittedJob"]:
     """Runs one sync; raises `StartupError` for configuration that cannot work."""
     try:
         config, beam_args = parse_args(argv)
@@ -154,29 +176,60 @@ def _messages(error: ValidationError) -> str:
     return "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
 
 
-def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
+def _run(config: SyncConfig, beam_args: list[str]) -> Union[RunSummary, "SubmittedJob"]:
     try:
         model = resolve(config.model, config.backend, config.onnx_cache)
         options = PipelineOptions(beam_args)
         options.view_as(SetupOptions).save_main_session = False
         check_input(config)
         check_runner(config, options)
-        if model.backend != "torch" and runner_name(options) in LOCAL_RUNNERS:
-            model.onnx_folder()  # exported now: an unsupported model fails at start; in-process workers reuse it
-        prepare_stores(config, model)
+        remote = runs_remotely(options)
+        if not remote:  # remote runners: the workers resolve the model and make the sinks ready
+            if model.backend != "torch":
+                model.onnx_folder()  # exported now: an unsupported model fails at start; in-process workers reuse it
+            prepare_stores(config, model)
     except (StoreConfigError, ModelNotFoundError, UnsupportedModelError) as exc:
         raise StartupError(str(exc)) from exc
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    build_graph(pipeline, config, model)
+    build_graph(pipeline, config, model, prepare_on_workers=remote)
     result = pipeline.run()
+    if remote and options.view_as(StandardOptions).streaming:
+        return SubmittedJob(runner_name(options), _job_id(result))  # runs until cancelled: never waited for
     result.wait_until_finish()
-    summary = summary_from_metrics(result, time.monotonic() - started, [s.sink_name for s in config.stores])
-    summary = summary.with_store_counts(count_vectors(config))
+    summary = _summary(result, time.monotonic() - started, [s.sink_name for s in config.stores])
+    if not remote:  # the launcher of a remote job need not reach the sinks
+        summary = summary.with_store_counts(count_vectors(config))
     if config.summary_json:
         with open(config.summary_json, "w", encoding="utf-8") as fh:
             fh.write(summary.to_json())
     return summary
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """A streaming job handed to a remote runner: the launcher reports its id and exits."""
+
+    runner: str
+    job_id: Optional[str]
+
+    def render(self) -> str:
+        return (f"submitted streaming job {self.job_id or '(the runner gave no id)'} to {self.runner}; it runs "
+                "until cancelled (see the runner's console for its progress and counters)")
+
+
+def _job_id(result: Any) -> Optional[str]:
+    job_id = getattr(result, "job_id", None)
+    return str(job_id() if callable(job_id) else job_id) if job_id is not None else None
+
+
+def _summary(result: Any, wall_seconds: float, sinks: list[str]) -> RunSummary:
+    """The run's counters; all zero (with a warning) where the runner reports no metrics."""
+    try:
+        return summary_from_metrics(result, wall_seconds, sinks)
+    except Exception as exc:  # noqa: BLE001 - a runner without metrics still ran the job
+        log.warning("the runner reported no metrics (%s: %s): the summary shows none", type(exc).__name__, exc)
+        return RunSummary(wall_seconds=wall_seconds)
 
 
 def split_follow(argv: Sequence[str]) -> tuple[Optional[float], list[str]]:

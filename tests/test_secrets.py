@@ -212,10 +212,11 @@ def test_a_literal_secret_is_refused_for_remote_workers(runner: str, monkeypatch
 
 def test_references_pass_for_remote_workers_and_literals_for_local_ones(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PG_DSN", "postgresql://u:pw@h/db")
-    _runner_check(["--sink", "pgvector"], "--runner=FlinkRunner")
+    _runner_check(["--sink", "pgvector", "--dead_letters", "gs://b/dlq.jsonl"], "--runner=FlinkRunner")
     _runner_check(["--sink", "pgvector", "--pg_dsn", "file:/run/secrets/dsn",
                    "--source", "kafka", "--kafka_bootstrap", "b:9092", "--kafka_topic", "t", "--kafka_group", "g",
-                   "--kafka_config", "sasl.password=env:KAFKA_PASSWORD"], "--runner=DataflowRunner")
+                   "--kafka_config", "sasl.password=env:KAFKA_PASSWORD", "--dead_letters", "gs://b/dlq.jsonl"],
+                  "--runner=DataflowRunner")
     _runner_check(["--sink", "pgvector", "--pg_dsn", "postgresql://u:pw@h/db"], "--runner=DirectRunner")
     _runner_check(["--sink", "pgvector", "--pg_dsn", "postgresql://u:pw@h/db"], "--runner=PortableRunner",
                   "--environment_type=LOOPBACK")
