@@ -38,7 +38,7 @@ def venv_with_dependencies(path: Path) -> Path:
     python = path / "bin" / "python"
     site = Path(subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                         text=True).strip())
-    (site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (site / "_dependencies.pth").write_text(os.path.realpath(sysconfig.get_paths()["purelib"]) + "\n")
     return python
 
 
