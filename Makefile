@@ -2,6 +2,7 @@
 # make test  : install what the tests need (and start nothing by hand: tests start their own servers)
 # make bench : embedding / end-to-end benchmarks (see bench/RESULTS.md)
 # make plot  : throughput by path and batch size as bench/throughput.png
+# make images: print (DOCKER=1: run) the worker image, launcher image and flex-template build commands
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -10,7 +11,7 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test bench plot venv dev clean services
+.PHONY: run test bench plot venv dev clean services images
 
 $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,29 @@ bench: dev
 
 plot: dev
 	$(PY) -m bench.plot --out bench/throughput.png
+
+# Images for Dataflow / Flink (no Docker engine on the development machine: printed unless DOCKER=1).
+REGISTRY ?= us-docker.pkg.dev/my-project/beam
+TAG ?= 0.1.0
+WORKER_IMAGE ?= $(REGISTRY)/beam-vector-sync-worker:$(TAG)
+LAUNCHER_IMAGE ?= $(REGISTRY)/beam-vector-sync-launcher:$(TAG)
+TEMPLATE ?= gs://my-bucket/templates/beam-vector-sync.json
+IMAGE_COMMANDS = \
+	$(PYTHON) setup.py -q sdist -d dist && $(PYTHON) -m pip wheel -q --no-deps -w dist dist/beam_vector_sync-0.1.0.tar.gz; \
+	docker build -t $(WORKER_IMAGE) -f Dockerfile . && docker push $(WORKER_IMAGE); \
+	docker build -t $(LAUNCHER_IMAGE) -f Dockerfile.launcher . && docker push $(LAUNCHER_IMAGE); \
+	gcloud dataflow flex-template build $(TEMPLATE) --image $(LAUNCHER_IMAGE) --sdk-language PYTHON \
+	  --metadata-file metadata.json --additional-experiments use_runner_v2 \
+	  --additional-user-labels app=beam-vector-sync; \
+	echo "run: gcloud dataflow flex-template run sync-\$$(date +%s) --template-file-gcs-location $(TEMPLATE) \
+	  --region us-central1 --parameters sdk_container_image=$(WORKER_IMAGE),sink=pgvector,pg_dsn=gcp-secret:projects/P/secrets/dsn/versions/1,input=gs://my-bucket/changes/*.jsonl,dead_letters=gs://my-bucket/dead_letters.jsonl"
+
+images:
+ifeq ($(DOCKER),1)
+	$(IMAGE_COMMANDS)
+else
+	@echo '$(subst ','"'"',$(IMAGE_COMMANDS))' | sed 's/; */\n/g'
+endif
 
 clean:
 	rm -rf $(VENV) $(MONGOECO_VENV) .tools .vector_store dead_letters.jsonl *.egg-info

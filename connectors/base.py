@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
 from transforms.chunking import TokenChunker
+from transforms.model import ModelRef, local_model_path
 from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
@@ -121,16 +122,49 @@ def emit_output(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, ta
     return beam.pvalue.TaggedOutput(tag, out) if tag else out
 
 
+class SinkNotReadyError(RuntimeError):
+    """A sink could not be made ready on a worker (remote runners check the sinks there, not at launch)."""
+
+
+def prepare_on_worker(config: "StoreConfig", dimension: int, attempts: int = 3) -> VectorStore:
+    """A client for `config`, made ready for `dimension` (collection or table created or checked) on a worker,
+    tried again after a moment (workers starting together race to create the same table); then
+    `SinkNotReadyError` naming the sink and the cause, which fails the job."""
+    for attempt in range(1, attempts + 1):
+        store = None
+        try:
+            store = config.create_store()
+            store.ensure_ready(dimension)
+            return store
+        except StoreConfigError as exc:
+            _close_quietly(store)
+            raise SinkNotReadyError(f"sink {config.sink_name}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused, or a concurrent creation
+            _close_quietly(store)
+            if attempt == attempts:
+                raise SinkNotReadyError(f"sink {config.sink_name} is not reachable or not ready from this worker: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
+
+
+def _close_quietly(store: Optional[VectorStore]) -> None:
+    with contextlib.suppress(Exception):
+        if store is not None:
+            store.close()
+
+
 class _BufferedStoreDoFn(beam.DoFn):
     """A DoFn that holds one client per store (made in `setup`, closed in `teardown`) and handles its input
     in buffered groups: when the buffer's `_weight` reaches `_limit` or its `_size` reaches `_byte_limit`,
     and at the end of every bundle."""
 
-    def __init__(self, store_configs: Sequence[StoreConfig]) -> None:
+    def __init__(self, store_configs: Sequence[StoreConfig], prepare_dimension: Optional[int] = None) -> None:
         names = [c.sink_name for c in store_configs]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"sinks need unique names, got {names}")
         self._configs = tuple(store_configs)
+        self._prepare_dimension = prepare_dimension
 
     def _limit(self) -> int:
         raise NotImplementedError
@@ -148,9 +182,12 @@ class _BufferedStoreDoFn(beam.DoFn):
         raise NotImplementedError
 
     def setup(self) -> None:
+        """One client per store; with `prepare_dimension` (remote runners: the launcher does not reach the
+        sinks) each store is also made ready here, and one that cannot be fails the job with one message."""
         self._stores: dict[str, VectorStore] = {}
         for config in self._configs:
-            self._stores[config.sink_name] = config.create_store()
+            self._stores[config.sink_name] = (config.create_store() if self._prepare_dimension is None
+                                              else prepare_on_worker(config, self._prepare_dimension))
 
     def display_data(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"batch_limit": self._limit()}
@@ -195,10 +232,10 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
     nowhere, so the sinks stay alike). Events superseded or already in sync everywhere are counted and go
     no further than the `superseded` output."""
 
-    def __init__(self, store_configs: Sequence[StoreConfig], model_path: str, model_id: str,
+    def __init__(self, store_configs: Sequence[StoreConfig], model_path: Union[ModelRef, str], model_id: str,
                  chunk_size: Optional[int], chunk_overlap: int, lookup_batch_size: int = 256,
-                 embed_sort_window: int = 4096) -> None:
-        super().__init__(store_configs)
+                 embed_sort_window: int = 4096, prepare_dimension: Optional[int] = None) -> None:
+        super().__init__(store_configs, prepare_dimension)
         self._model_path = model_path
         self._model_id = model_id
         self._chunk_size = chunk_size
@@ -212,7 +249,8 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def setup(self) -> None:
         super().setup()
-        self._chunker = TokenChunker.from_model_path(self._model_path, self._chunk_size, self._chunk_overlap)
+        self._chunker = TokenChunker.from_model_path(local_model_path(self._model_path), self._chunk_size,
+                                                     self._chunk_overlap)  # resolved and verified here
 
     def _limit(self) -> int:
         return self._lookup_batch_size
@@ -281,8 +319,8 @@ class WriteDocuments(_BufferedStoreDoFn):
     """Applies `DocumentWrite`s to one store in batches of about `batch_size` records (or `batch_bytes`);
     outputs a `SinkOutcome` for every write, and tagged `dead_letters` (stage `sink:<name>`)."""
 
-    def __init__(self, store_config: StoreConfig) -> None:
-        super().__init__([store_config])
+    def __init__(self, store_config: StoreConfig, prepare_dimension: Optional[int] = None) -> None:
+        super().__init__([store_config], prepare_dimension)
         self._config = store_config
         self._name = name = store_config.sink_name
         self._upserted = counters.counter(counters.VECTORS_UPSERTED)

@@ -2,9 +2,13 @@
 documents.
 
 A change-log yields one record per non-blank line, with its file and 1-based line number; blank lines are
-not records. A folder yields one upsert per regular file (hidden files skipped): `doc_id` is the path
-relative to the folder, `version` its modification time in ns. A folder run never deletes documents whose
-files are gone (use a change-log with delete events for that).
+not records. A folder yields one upsert per regular file (hidden files and folders skipped): `doc_id` is the
+path relative to the folder, `version` its modification time in ns (a local file's `st_mtime_ns`; on other
+filesystems, `gs://`, `s3://`, the `last_updated_in_seconds` Beam's FileSystems reports, in ns). Files are
+matched and read on the workers, through Beam's FileSystems, never on the launcher. A folder run never
+deletes documents whose files are gone (use a change-log with delete events for that).
+
+The default input, the shipped sample, is package data: each worker reads its own installed copy.
 """
 from __future__ import annotations
 
@@ -14,12 +18,20 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.filesystems import FileSystems
 
 from transforms import counters
 from transforms.stages import DEAD_LETTERS, DEFAULT_MAX_DOCUMENT_BYTES, ENVELOPE_BYTES, KEPT_PAYLOAD_BYTES
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
 SAMPLE_CHANGELOG = Path(__file__).resolve().parent.parent / "pipeline" / "sample_data" / "changelog.jsonl"
+SAMPLE_INPUT = "sample:changelog.jsonl"
+"""What the graph carries for the default input: resolved to `SAMPLE_CHANGELOG` on each worker."""
+
+
+def _on_this_worker(pattern: str) -> str:
+    return str(SAMPLE_CHANGELOG) if pattern == SAMPLE_INPUT else pattern
 
 
 def _unreadable(error: OSError, source: SourceRef) -> beam.pvalue.TaggedOutput:
@@ -87,52 +99,74 @@ class ReadChangeLog(beam.PTransform):
 
     def __init__(self, pattern: str, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> None:
         super().__init__()
-        self._pattern = pattern
+        self._pattern = SAMPLE_INPUT if pattern == str(SAMPLE_CHANGELOG) else pattern
         self._max_record_bytes = max_document_bytes + ENVELOPE_BYTES
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (pbegin
-                | "Match" >> fileio.MatchFiles(self._pattern)
+                | "Pattern" >> beam.Create([self._pattern])
+                | "OnThisWorker" >> beam.Map(_on_this_worker)
+                | "Match" >> fileio.MatchAll()
                 | "Open" >> fileio.ReadMatches()
                 | "Lines" >> beam.ParDo(_ReadLines(self._max_record_bytes)).with_outputs(
                     DEAD_LETTERS, main="records"))
 
 
-def document_files(folder: str) -> list[str]:
-    """Relative paths of the regular, non-hidden files under `folder`, sorted."""
-    root = Path(folder)
+def document_files(folder: str) -> list[tuple[str, FileMetadata]]:
+    """`(path relative to folder, metadata)` of the files under `folder` (any Beam filesystem), hidden files
+    and files in hidden folders skipped, sorted."""
+    root = folder.rstrip("/")
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith("."):
-                found.append(str((Path(dirpath) / name).relative_to(root)))
-    return sorted(found)
+    for meta in FileSystems.match([f"{root}/**"])[0].metadata_list:
+        relative = meta.path[len(root):].lstrip("/")
+        if relative and not any(part.startswith(".") for part in relative.split("/")):
+            found.append((relative, meta))
+    return sorted(found, key=lambda item: item[0])
+
+
+class _ListDocumentFiles(beam.DoFn):
+    """The folder → one `(relative path, metadata)` per document file, listed on the worker."""
+
+    def process(self, folder: str) -> Iterator[tuple[str, FileMetadata]]:
+        yield from document_files(folder)
+
+
+def version_ns(meta: FileMetadata) -> int:
+    """A local file's `st_mtime_ns`; elsewhere the filesystem's `last_updated_in_seconds`, in ns."""
+    if FileSystems.get_scheme(meta.path) in (None, "file"):
+        return os.stat(meta.path).st_mtime_ns
+    return int(round(float(meta.last_updated_in_seconds) * 1e9))
 
 
 class _ReadDocumentFiles(beam.DoFn):
-    def __init__(self, folder: str, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> None:
-        self._folder = folder
+    def __init__(self, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> None:
         self._max_document_bytes = max_document_bytes
         self._read = counters.counter(counters.RECORDS_READ)
 
-    def process(self, relative: str) -> Iterator[Any]:
+    def process(self, listed: tuple[str, FileMetadata]) -> Iterator[Any]:
+        relative, meta = listed
         self._read.inc()
-        path = Path(self._folder) / relative
-        source = SourceRef(system="folder", position={"file": str(path), "doc_id": relative})
+        path = meta.path
+        source = SourceRef(system="folder", position={"file": path, "doc_id": relative})
         try:
-            stat = path.stat()
-            if stat.st_size > self._max_document_bytes:
+            if meta.size_in_bytes > self._max_document_bytes:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
-                    "read", f"{relative} is {stat.st_size} bytes, over --max_document_bytes "
+                    "read", f"{relative} is {meta.size_in_bytes} bytes, over --max_document_bytes "
                     f"{self._max_document_bytes}", b"", source, doc_id=relative, error_type="DocumentTooLarge"))
                 return
-            payload = path.read_bytes()
-        except OSError as exc:  # removed or unreadable since the listing
+            version = version_ns(meta)
+            with FileSystems.open(path) as fh:
+                payload = fh.read(self._max_document_bytes + 1)
+        except (OSError, IOError) as exc:  # removed or unreadable since the listing
             yield _unreadable(exc, source)
             return
+        if len(payload) > self._max_document_bytes:  # grew since the listing
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter.of(
+                "read", f"{relative} is over --max_document_bytes {self._max_document_bytes}", b"", source,
+                doc_id=relative, error_type="DocumentTooLarge"))
+            return
         yield RawRecord(payload, SourceRef(system="folder", position={
-            "file": str(path), "doc_id": relative, "mtime_ns": stat.st_mtime_ns}))
+            "file": path, "doc_id": relative, "mtime_ns": version}))
 
 
 def parse_document_file(payload: bytes, source: SourceRef) -> Iterator[object]:
@@ -149,7 +183,7 @@ def parse_document_file(payload: bytes, source: SourceRef) -> Iterator[object]:
 class ReadDocumentFolder(beam.PTransform):
     """`RawRecord`s (main output `records`), one per document file under `folder` (parse them with
     `parse_document_file`), and `dead_letters` (stage `read`) for files that cannot be read or are larger
-    than `max_document_bytes` (never read)."""
+    than `max_document_bytes` (never read whole). The folder is listed and read on the workers."""
 
     def __init__(self, folder: str, max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES) -> None:
         super().__init__()
@@ -158,6 +192,8 @@ class ReadDocumentFolder(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         return (pbegin
-                | "ListFiles" >> beam.Create(document_files(self._folder))
-                | "ReadFiles" >> beam.ParDo(_ReadDocumentFiles(self._folder, self._max_document_bytes)).with_outputs(
+                | "Folder" >> beam.Create([self._folder])
+                | "ListFiles" >> beam.ParDo(_ListDocumentFiles())
+                | "Spread" >> beam.Reshuffle()
+                | "ReadFiles" >> beam.ParDo(_ReadDocumentFiles(self._max_document_bytes)).with_outputs(
                     DEAD_LETTERS, main="records"))

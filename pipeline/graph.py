@@ -5,9 +5,6 @@ and a streaming source acknowledges each record once it is finished: applied, su
 durably written."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import apache_beam as beam
 from apache_beam.transforms.window import FixedWindows
 
@@ -19,6 +16,7 @@ from transforms.notifications import NotificationParser
 from connectors.changelog import ReadChangeLog, ReadDocumentFolder, parse_document_file
 from pipeline.options import SyncConfig
 from transforms.embedding import EmbedChunks, SentenceTransformerHandler
+from transforms.model import ModelRef
 from transforms.parse import parse_or_dead_letter
 from transforms.stages import (
     AssembleDocumentWrites,
@@ -30,18 +28,17 @@ from transforms.stages import (
 )
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    path: str
-    model_id: str
-    dimension: int
-    onnx_folder: Optional[str] = None
-    """The int8 ONNX export when `--backend onnx-int8` (then `model_id` ends with `+onnx-int8`)."""
+ResolvedModel = ModelRef
+"""The model as the graph carries it: a reference resolved on each worker, the launcher's fingerprint and the
+dimension (see `transforms.model.ModelRef`)."""
 
 
-def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> beam.PCollection:
+def build_graph(p: beam.Pipeline, config: SyncConfig, model: ModelRef,
+                prepare_on_workers: bool = False) -> beam.PCollection:
     """Adds the sync graph to `p`; returns one settled `SinkOutcome` per written event (applied to every
-    sink, or dead-lettered): what streaming sources acknowledge."""
+    sink, or dead-lettered): what streaming sources acknowledge. `prepare_on_workers`: the sinks are made
+    ready in the store DoFns' `setup` (remote runners), not by the launcher."""
+    prepare = model.dimension if prepare_on_workers else None
     source = config.source
     max_bytes = config.fetch.max_document_bytes
     if source is not None:
@@ -63,10 +60,10 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     fetched = latest.winners | "FetchContent" >> beam.ParDo(FetchContent(config.fetch)).with_outputs(
         SUPERSEDED, DEAD_LETTERS, main="events")
     planned = fetched.events | "PlanAgainstStores" >> beam.ParDo(PlanDocumentWrites(
-        stores, model.path, model.model_id, config.chunk_size, config.chunk_overlap,
-        config.lookup_batch_size)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
+        stores, model, model.model_id, config.chunk_size, config.chunk_overlap,
+        config.lookup_batch_size, prepare_dimension=prepare)).with_outputs(TO_EMBED, SUPERSEDED, DEAD_LETTERS, main="plans")
     embedded = planned[TO_EMBED] | "Embed" >> EmbedChunks(SentenceTransformerHandler(
-        model.path, batch_size=config.batch_size, device=config.device, onnx_folder=model.onnx_folder,
+        model, batch_size=config.batch_size, device=config.device,
         call_cost_tokens=config.call_cost_tokens))
     assembled = ({"plans": planned.plans, "vectors": embedded["vectors"], "failures": embedded["failures"]}
                  | "AssembleWrites" >> AssembleDocumentWrites(model.model_id, model.dimension,
@@ -74,7 +71,7 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ResolvedModel) -> b
     outcomes, sink_dead_letters = [], []
     for store in stores:
         written = assembled[sink_tag(store.sink_name)] | f"Write:{store.sink_name}" >> beam.ParDo(
-            WriteDocuments(store)).with_outputs(DEAD_LETTERS, main="outcomes")
+            WriteDocuments(store, prepare)).with_outputs(DEAD_LETTERS, main="outcomes")
         outcomes.append(written.outcomes)
         sink_dead_letters.append(written[DEAD_LETTERS])
     settled = tuple(outcomes) | "AllSinkOutcomes" >> beam.Flatten() | "SettleEvents" >> SettleEvents()

@@ -9,7 +9,8 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -25,14 +26,16 @@ from connectors.base import StoreConfigError
 from connectors.qdrant import QdrantConfig
 from connectors.secrets import literal_secrets
 from connectors.sources import SourceConfigError
-from pipeline.graph import ResolvedModel, build_graph
+from pipeline.graph import build_graph
 from pipeline.options import SyncConfig, parse_args
 from transforms.onnx_int8 import UnsupportedModelError
 from pipeline.summary import RunSummary, summary_from_metrics
 from transforms.model import (
     ModelNotFoundError,
+    ModelRef,
     embedding_dimension,
     force_offline,
+    is_remote,
     load_sentence_transformer,
     model_fingerprint,
     resolve_model,
@@ -46,20 +49,18 @@ class StartupError(RuntimeError):
 
 
 @functools.lru_cache(maxsize=4)
-def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Optional[str] = None) -> ResolvedModel:
-    """The model's local path, fingerprint and dimension (loaded once per process to read the dimension); for
-    `onnx-int8`, the int8 export (made now from the local model if not cached)."""
+def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Optional[str] = None) -> ModelRef:
+    """The model reference the workers get: `model_arg` (a local folder made absolute), its fingerprint and
+    its dimension, read here from the launcher's copy (loaded once per process). The int8 ONNX export is
+    made where it is used: on the workers (and here for local runners, see `_run`)."""
     force_offline()
     path = resolve_model(model_arg)
     model = load_sentence_transformer(path, "cpu")
-    resolved = ResolvedModel(path=path, model_id=model_fingerprint(path), dimension=embedding_dimension(model))
-    if backend == "torch":
-        return resolved
-    from transforms.onnx_int8 import BACKEND, DEFAULT_CACHE, ensure_int8_model
-
-    folder = ensure_int8_model(path, Path(onnx_cache) if onnx_cache else DEFAULT_CACHE)
-    return ResolvedModel(path=path, model_id=f"{resolved.model_id}+{BACKEND}", dimension=resolved.dimension,
-                         onnx_folder=str(folder))
+    reference = model_arg
+    if model_arg and not is_remote(model_arg) and Path(model_arg.removeprefix("file://")).expanduser().exists():
+        reference = path  # absolute: the same folder must exist on every worker
+    return ModelRef(reference=reference, fingerprint=model_fingerprint(path), dimension=embedding_dimension(model),
+                    backend=backend, onnx_cache=onnx_cache)
 
 
 def check_input(config: SyncConfig) -> None:
@@ -86,29 +87,50 @@ def check_input(config: SyncConfig) -> None:
 LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
 
 
+def runner_name(options: PipelineOptions) -> str:
+    return (options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1]
+
+
+def runs_remotely(options: PipelineOptions) -> bool:
+    """Workers outside this process and machine (Flink, Dataflow, a portable runner's DOCKER, PROCESS or
+    EXTERNAL environment): LOOPBACK workers run inside the launcher."""
+    loopback = options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    return runner_name(options) not in LOCAL_RUNNERS and not loopback
+
+
+REMOTE_STORES = "--qdrant_url (a Qdrant server), --sink pgvector, --sink pinecone or --sink mongodb"
+
+
 def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
+    """Refuses what cannot work on the chosen runner: the embedded store or the default relative dead-letter
+    file with out-of-process workers, an unbounded source on a local runner, literal secrets sent to
+    remote workers."""
     direct = options.view_as(DirectOptions)
     embedded = any(isinstance(s, QdrantConfig) and s.path for s in config.stores)
     if embedded and direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 1) != 1:
         raise StartupError("the embedded Qdrant store (--qdrant_path) allows one process; use one worker or "
                            "--qdrant_url with --direct_running_mode=multi_processing")
-    runner = (options.view_as(StandardOptions).runner or "DirectRunner").split(".")[-1]
-    loopback = options.view_as(PortableOptions).environment_type == "LOOPBACK"
-    if embedded and runner not in LOCAL_RUNNERS and not loopback:
-        raise StartupError(f"the embedded Qdrant store (--qdrant_path) allows one process on this machine, not "
-                           f"{runner}'s workers: use a Qdrant server (--qdrant_url) or another --sink")
+    runner = runner_name(options)
     if config.source is not None and config.source.unbounded and runner in LOCAL_RUNNERS:
         raise StartupError(f"an unbounded source never finishes on {runner} (it runs in batch mode here): add "
                            "--kafka_stop_at_end for one bounded run, or --follow SECONDS for successive bounded "
                            "runs; unbounded reading is for streaming runners (Flink, Dataflow)")
     literals = literal_secrets(config)
-    if literals and runner not in LOCAL_RUNNERS and not loopback:
+    if literals and runs_remotely(options):
         raise StartupError(f"a secret given as a literal ({', '.join(literals)}) would have to travel to "
                            f"{runner}'s workers: pass a reference instead, env:NAME (a variable set on the "
                            "workers), file:PATH or gcp-secret:projects/P/secrets/S/versions/V")
+    if runs_remotely(options):
+        if embedded:
+            raise StartupError(f"the embedded Qdrant store (--qdrant_path) lives in one local process; "
+                               f"{runner}'s workers cannot share it: use {REMOTE_STORES}")
+        if "dead_letters" not in config.model_fields_set:
+            raise StartupError(f"the default dead-letter file ./dead_letters.jsonl would be written on each of "
+                               f"{runner}'s workers, then lost: name one with --dead_letters (gs://bucket/dlq.jsonl, "
+                               "s3://..., or a local path every worker shares, given explicitly)")
 
 
-def prepare_stores(config: SyncConfig, model: ResolvedModel) -> None:
+def prepare_stores(config: SyncConfig, model: ModelRef) -> None:
     """Every sink is reachable and ready (collection/table/index present or created, dimension right)."""
     for store_config in config.stores:
         try:
@@ -135,7 +157,7 @@ def count_vectors(config: SyncConfig) -> dict[str, int]:
     return counts
 
 
-def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
+def run(argv: Optional[Sequence[str]] = None) -> Union[RunSummary, "SubmittedJob"]:
     """Runs one sync; raises `StartupError` for configuration that cannot work."""
     try:
         config, beam_args = parse_args(argv)
@@ -153,27 +175,60 @@ def _messages(error: ValidationError) -> str:
     return "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
 
 
-def _run(config: SyncConfig, beam_args: list[str]) -> RunSummary:
+def _run(config: SyncConfig, beam_args: list[str]) -> Union[RunSummary, "SubmittedJob"]:
     try:
         model = resolve(config.model, config.backend, config.onnx_cache)
         options = PipelineOptions(beam_args)
         options.view_as(SetupOptions).save_main_session = False
         check_input(config)
         check_runner(config, options)
-        prepare_stores(config, model)
+        remote = runs_remotely(options)
+        if not remote:  # remote runners: the workers resolve the model and make the sinks ready
+            if model.backend != "torch":
+                model.onnx_folder()  # exported now: an unsupported model fails at start; in-process workers reuse it
+            prepare_stores(config, model)
     except (StoreConfigError, ModelNotFoundError, UnsupportedModelError) as exc:
         raise StartupError(str(exc)) from exc
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    build_graph(pipeline, config, model)
+    build_graph(pipeline, config, model, prepare_on_workers=remote)
     result = pipeline.run()
+    if remote and options.view_as(StandardOptions).streaming:
+        return SubmittedJob(runner_name(options), _job_id(result))  # runs until cancelled: never waited for
     result.wait_until_finish()
-    summary = summary_from_metrics(result, time.monotonic() - started, [s.sink_name for s in config.stores])
-    summary = summary.with_store_counts(count_vectors(config))
+    summary = _summary(result, time.monotonic() - started, [s.sink_name for s in config.stores])
+    if not remote:  # the launcher of a remote job need not reach the sinks
+        summary = summary.with_store_counts(count_vectors(config))
     if config.summary_json:
         with open(config.summary_json, "w", encoding="utf-8") as fh:
             fh.write(summary.to_json())
     return summary
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """A streaming job handed to a remote runner: the launcher reports its id and exits."""
+
+    runner: str
+    job_id: Optional[str]
+
+    def render(self) -> str:
+        return (f"submitted streaming job {self.job_id or '(the runner gave no id)'} to {self.runner}; it runs "
+                "until cancelled (see the runner's console for its progress and counters)")
+
+
+def _job_id(result: Any) -> Optional[str]:
+    job_id = getattr(result, "job_id", None)
+    return str(job_id() if callable(job_id) else job_id) if job_id is not None else None
+
+
+def _summary(result: Any, wall_seconds: float, sinks: list[str]) -> RunSummary:
+    """The run's counters; all zero (with a warning) where the runner reports no metrics."""
+    try:
+        return summary_from_metrics(result, wall_seconds, sinks)
+    except Exception as exc:  # noqa: BLE001 - a runner without metrics still ran the job
+        log.warning("the runner reported no metrics (%s: %s): the summary shows none", type(exc).__name__, exc)
+        return RunSummary(wall_seconds=wall_seconds)
 
 
 def split_follow(argv: Sequence[str]) -> tuple[Optional[float], list[str]]:

@@ -83,7 +83,8 @@ class SyncConfig(BaseModel):
 
     @property
     def input_is_folder(self) -> bool:
-        return Path(self.input).is_dir()
+        """A local folder, or a remote one given with a trailing slash (`gs://bucket/docs/`)."""
+        return Path(self.input).is_dir() or ("://" in self.input and self.input.endswith("/"))
 
 
 ANY_SOURCE = "*"

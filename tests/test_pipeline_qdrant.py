@@ -176,9 +176,12 @@ def test_a_write_interrupted_after_widening_claims_no_version(tmp_path: Path):
 
 
 def test_a_folder_file_that_vanished_after_the_listing_is_dead_lettered_not_a_crash(tmp_path: Path):
+    from apache_beam.io.filesystem import FileMetadata
+
     from connectors.changelog import _ReadDocumentFiles
 
-    (out,) = list(_ReadDocumentFiles(str(tmp_path)).process("gone.md"))
+    listed = ("gone.md", FileMetadata(str(tmp_path / "gone.md"), 10, 0.0))
+    (out,) = list(_ReadDocumentFiles().process(listed))
     letter = out.value
     assert out.tag == "dead_letters" and letter.stage == "read" and letter.error_type == "FileNotFoundError"
     assert letter.source.position == {"file": str(tmp_path / "gone.md"), "doc_id": "gone.md"}

@@ -90,7 +90,7 @@ def test_search_reads_the_edge_store_the_pipeline_wrote(tmp_path: Path):
 
 
 def test_remote_runners_refuse_the_embedded_store_with_the_alternative_named(tmp_path: Path):
-    with pytest.raises(StartupError, match=r"not FlinkRunner's workers: use a Qdrant server \(--qdrant_url\)"):
+    with pytest.raises(StartupError, match=r"FlinkRunner's workers cannot share it: use --qdrant_url \(a Qdrant server\)"):
         run(["--input", str(SAMPLE), "--qdrant_path", str(tmp_path / "store"), "--runner", "FlinkRunner"])
 
 

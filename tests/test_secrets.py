@@ -14,7 +14,8 @@ from apache_beam.internal.cloudpickle import cloudpickle
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipeline.graph import ResolvedModel, build_graph
+from pipeline.graph import build_graph
+from transforms.model import ModelRef
 from pipeline.options import parse_args
 
 
@@ -61,7 +62,7 @@ def _leaks(pipeline: beam.Pipeline, secrets: dict[str, str]) -> dict[str, str]:
 def _build(argv: list[str]) -> beam.Pipeline:
     config, _ = parse_args(argv)
     pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions([]))
-    build_graph(pipeline, config, ResolvedModel(path="/nonexistent/model", model_id="m", dimension=8))
+    build_graph(pipeline, config, ModelRef(reference="/nonexistent/model", fingerprint="m", dimension=8))
     return pipeline
 
 
@@ -211,10 +212,11 @@ def test_a_literal_secret_is_refused_for_remote_workers(runner: str, monkeypatch
 
 def test_references_pass_for_remote_workers_and_literals_for_local_ones(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PG_DSN", "postgresql://u:pw@h/db")
-    _runner_check(["--sink", "pgvector"], "--runner=FlinkRunner")
+    _runner_check(["--sink", "pgvector", "--dead_letters", "gs://b/dlq.jsonl"], "--runner=FlinkRunner")
     _runner_check(["--sink", "pgvector", "--pg_dsn", "file:/run/secrets/dsn",
                    "--source", "kafka", "--kafka_bootstrap", "b:9092", "--kafka_topic", "t", "--kafka_group", "g",
-                   "--kafka_config", "sasl.password=env:KAFKA_PASSWORD"], "--runner=DataflowRunner")
+                   "--kafka_config", "sasl.password=env:KAFKA_PASSWORD", "--dead_letters", "gs://b/dlq.jsonl"],
+                  "--runner=DataflowRunner")
     _runner_check(["--sink", "pgvector", "--pg_dsn", "postgresql://u:pw@h/db"], "--runner=DirectRunner")
     _runner_check(["--sink", "pgvector", "--pg_dsn", "postgresql://u:pw@h/db"], "--runner=PortableRunner",
                   "--environment_type=LOOPBACK")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import gc
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from transforms import counters
-from transforms.model import load_sentence_transformer
+from transforms.model import ModelRef, load_sentence_transformer, local_model_path
 from transforms.types import DocKey
 
 ChunkRef = tuple[DocKey, int]
@@ -75,7 +75,7 @@ class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
     Counts real and padded tokens per model call (metrics `vector_sync/tokens_in_batches` and
     `vector_sync/padded_tokens_in_batches`), so padding waste can be reported."""
 
-    def __init__(self, model_path: str, *, batch_size: int = 64, device: str = "cpu",
+    def __init__(self, model_path: Union[ModelRef, str], *, batch_size: int = 64, device: str = "cpu",
                  normalize: bool = True, onnx_folder: Optional[str] = None,
                  call_cost_tokens: int = DEFAULT_CALL_COST_TOKENS) -> None:
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
@@ -87,12 +87,17 @@ class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
         self.call_cost_tokens = call_cost_tokens
 
     def load_model(self) -> Any:
-        """The torch model on `device`, or the exported int8 ONNX model when `onnx_folder` is given."""
-        if self.onnx_folder:
+        """On the worker: the torch model on `device`, or the int8 ONNX model (`onnx_folder`, or the export a
+        `ModelRef` with backend `onnx-int8` makes or finds here); a `ModelRef` is resolved here and refused
+        if its fingerprint is not the launcher's (`ModelMismatchError` fails the job)."""
+        onnx_folder = self.onnx_folder
+        if onnx_folder is None and isinstance(self.model_path, ModelRef):
+            onnx_folder = self.model_path.onnx_folder()
+        if onnx_folder:
             from transforms.onnx_int8 import OnnxInt8Encoder
 
-            return OnnxInt8Encoder(Path(self.onnx_folder))
-        return load_sentence_transformer(self.model_path, self.device)
+            return OnnxInt8Encoder(Path(onnx_folder))
+        return load_sentence_transformer(local_model_path(self.model_path), self.device)
 
     def run_inference(self, batch: Sequence[ChunkText], model: Any,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:

