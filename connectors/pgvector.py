@@ -130,6 +130,7 @@ class PgVectorStore(VectorStore):
         self._settings = dsn_settings(self._dsn)
         self._psycopg = psycopg
         self._conn: Any = None
+        self._has_vector = False
         self._sql = psycopg.sql
         self._table = psycopg.sql.Identifier(config.table)
         self._state = psycopg.sql.Identifier(config.table + STATE_SUFFIX)
@@ -140,8 +141,9 @@ class PgVectorStore(VectorStore):
                 self._conn.close()
             self._conn = None
 
-    def _connection(self) -> Any:
-        """The open connection, or a new one when there is none or it broke."""
+    def _connection(self, with_vector: bool) -> Any:
+        """The open connection, or a new one when there is none or it broke; `with_vector`: pgvector's types
+        registered on it (the extension must exist). Setting it up is bounded like a call."""
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self.close()
         if self._conn is None:
@@ -152,33 +154,40 @@ class PgVectorStore(VectorStore):
                 conn = self._psycopg.connect(self._dsn, autocommit=False, **extra)
             except self._psycopg.Error as exc:
                 raise type(exc)(without_secrets(str(exc), self._dsn, self._settings)) from None
-            try:
+            self._conn, self._has_vector = conn, False
+            with self._deadline(conn):
                 conn.execute("SELECT set_config('statement_timeout', %s, false)",
                              (f"{int(self._config.timeout_s * 1000)}ms",))
                 conn.commit()
-                if self._vector_ready:
-                    self._register_vector(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+        if with_vector and not self._has_vector:
+            from pgvector.psycopg import register_vector
+
+            with self._deadline(self._conn):
+                register_vector(self._conn)
+                self._conn.commit()
+            self._has_vector = True
         return self._conn
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """A cursor in one transaction, cut off after `timeout_s`; a broken connection is dropped (the next
-        call reconnects)."""
-        conn = self._connection()
+    def _deadline(self, conn: Any) -> Iterator[None]:
+        """Cuts `conn` if the block has not finished after `timeout_s`; drops it when it broke (the next call
+        reconnects)."""
         watchdog = threading.Timer(self._config.timeout_s, _cut, (conn,))
         watchdog.daemon = True
         watchdog.start()
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                yield cur
+            yield
         finally:
             watchdog.cancel()
-            if conn.closed or conn.broken:
+            if conn is self._conn and (conn.closed or conn.broken):
                 self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, with_vector: bool = True) -> Iterator[Any]:
+        """A cursor in one transaction on a working connection, bounded by `timeout_s`."""
+        conn = self._connection(with_vector)
+        with self._deadline(conn), conn.transaction(), conn.cursor() as cur:
+            yield cur
 
     def _q(self, template: str) -> Any:
         return self._sql.SQL(template).format(
@@ -193,7 +202,7 @@ class PgVectorStore(VectorStore):
             raise StoreConfigError(f"cannot use PostgreSQL for the pgvector sink: {exc}".splitlines()[0]) from exc
 
     def _ensure_ready(self, dimension: int) -> None:
-        with self._transaction() as cur:
+        with self._transaction(with_vector=False) as cur:
             cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
             cur.execute("SELECT to_regclass(quote_ident(%s))", (self._config.table,))
             exists = cur.fetchone()[0] is not None
@@ -220,27 +229,10 @@ class PgVectorStore(VectorStore):
             cur.execute(self._q(
                 "CREATE TABLE IF NOT EXISTS {state} (namespace text NOT NULL, doc_id text NOT NULL, "
                 "version bigint NOT NULL, op text NOT NULL, PRIMARY KEY (namespace, doc_id))"))
-        self._registered()
-
-    _vector_ready = False
-
-    def _registered(self) -> None:
-        """Register pgvector's types on the connection (once per connection; the extension must exist)."""
-        if not self._vector_ready:
-            self._register_vector(self._connection())
-            self._vector_ready = True
-
-    @staticmethod
-    def _register_vector(conn: Any) -> None:
-        from pgvector.psycopg import register_vector
-
-        register_vector(conn)
-        conn.commit()
 
     def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
         if not keys:
             return {}
-        self._registered()
         namespaces = [k[0] for k in keys]
         doc_ids = [k[1] for k in keys]
         with self._transaction() as cur:
@@ -263,7 +255,6 @@ class PgVectorStore(VectorStore):
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
         import numpy as np
 
-        self._registered()
         rows = [(r.point_id, r.doc_id, r.namespace or "", r.chunk_index, r.chunk_count, r.version, r.text,
                  r.content_hash, r.model, json.dumps(r.metadata), np.asarray(r.vector, dtype=np.float32))
                 for w in writes for r in w.records]
