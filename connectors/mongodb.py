@@ -52,6 +52,10 @@ class MongoConfig(StoreConfig):
     search_index: str = "vector_index"
     client_factory: str = "pymongo:MongoClient"
     timeout_ms: int = Field(default=10_000, ge=100)
+    """Bounds finding a server and opening a connection (serverSelectionTimeoutMS, connectTimeoutMS)."""
+    socket_timeout_ms: int = Field(default=60_000, ge=100)
+    """Bounds waiting for one answer (socketTimeoutMS): a stopped server costs this long, then the call fails
+    with a transient error and is retried (pymongo reconnects on its own)."""
 
     @property
     def sink_type(self) -> str:
@@ -69,6 +73,7 @@ class MongoStore(VectorStore):
         self._config = config
         factory = load_client_factory(config.client_factory)
         self._client = factory(config.uri.get_secret_value(), serverSelectionTimeoutMS=config.timeout_ms,
+                               connectTimeoutMS=config.timeout_ms, socketTimeoutMS=config.socket_timeout_ms,
                                uuidRepresentation="standard")
         database = self._client[config.database]
         self._chunks = database[config.collection]
@@ -80,6 +85,15 @@ class MongoStore(VectorStore):
             self._client = None
 
     def ensure_ready(self, dimension: int) -> None:
+        from pymongo.errors import ConnectionFailure
+
+        try:
+            self._ensure_ready(dimension)
+        except ConnectionFailure as exc:
+            raise StoreConfigError(f"cannot reach MongoDB within {self._config.timeout_ms} ms: "
+                                   f"{_short(exc)}") from exc
+
+    def _ensure_ready(self, dimension: int) -> None:
         database = self._client[self._config.database]
         exists = self._config.collection in database.list_collection_names()
         if not exists and not self._config.create_collection:
@@ -225,4 +239,6 @@ def _newer_version_stored(write_error: dict[str, Any]) -> bool:
 
 
 def _short(error: BaseException) -> str:
-    return str(error).split(", full error")[0][:200]
+    """The first part of a pymongo message (without the full error document or topology description)."""
+    text = str(error).split(", full error")[0].split(", Timeout: ")[0].split(" (configured timeouts")[0]
+    return text.splitlines()[0][:200] if text.strip() else type(error).__name__

@@ -5,13 +5,28 @@ vector(d)`, an HNSW cosine index and a `(namespace, doc_id)` index) and one row 
 Each batch is one transaction: rows are upserted with `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE
 stored.version <= new.version`, so a write never replaces a newer version; then every chunk of the
 document with an older version (stale, or deleted) is removed by filter; then the sync state is recorded.
-Identifiers are quoted by psycopg's `sql.Identifier`, values are always bound parameters. The empty string
-stands for "no namespace" in both tables.
+Identifiers are quoted by psycopg's `sql.Identifier`, values are always bound parameters; the table name is
+taken literally (capitals, dots and quotes included; it lives in the connection's first `search_path` schema)
+and is at most 48 bytes, so the state table and index names derived from it stay under Postgres' 63-byte
+limit. The empty string stands for "no namespace" in both tables.
+
+Connections: made on first use and made again after one breaks (a restarted server, a killed backend), so
+the sink's retries carry a write across a server restart. Connecting is bounded by `connect_timeout_s`; each
+read or write (one transaction) by `timeout_s`: the server cancels a longer statement (`statement_timeout`)
+and the client cuts a connection that has not answered by then (a stopped server); both are transient
+errors. TCP keepalives find a connection whose server vanished while idle. Error messages never show the
+DSN's password.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any, Literal, Optional, Sequence
+import os
+import socket
+import threading
+from typing import Any, Iterator, Literal, Optional, Sequence
+
+from pydantic import Field, field_validator
 
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
@@ -19,6 +34,10 @@ from transforms.ids import scheme_comment, scheme_in_comment, scheme_mismatch
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 STATE_SUFFIX = "__sync_state"
+INDEX_SUFFIXES = ("_embedding_hnsw", "_doc_idx")
+MAX_IDENTIFIER_BYTES = 63  # Postgres truncates longer names (NAMEDATALEN - 1)
+MAX_TABLE_BYTES = MAX_IDENTIFIER_BYTES - max(len(s) for s in (STATE_SUFFIX, *INDEX_SUFFIXES))
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
 
 
 def _require_psycopg() -> Any:
@@ -40,7 +59,8 @@ def _as_floats(value: Any) -> Optional[list[float]]:
 
 class PgVectorConfig(StoreConfig):
     """`dsn` (libpq URI or key/value string; the password may be in `PGPASSWORD`), `table` created on
-    start unless `create_table` is off."""
+    start unless `create_table` is off; `connect_timeout_s` bounds a connection attempt and `timeout_s` each
+    read or write (DSN settings such as `connect_timeout` or `keepalives_idle` take precedence)."""
 
     type: Literal["pgvector"] = "pgvector"
     dsn: SecretRef
@@ -48,6 +68,20 @@ class PgVectorConfig(StoreConfig):
     connection is made."""
     table: str = "documents"
     create_table: bool = True
+    connect_timeout_s: int = Field(default=10, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("table")
+    @classmethod
+    def _table_fits(cls, table: str) -> str:
+        if not table or "\x00" in table:
+            raise ValueError("--pg_table must be a non-empty name without NUL characters")
+        size = len(table.encode("utf-8"))
+        if size > MAX_TABLE_BYTES:
+            raise ValueError(f"--pg_table {table[:20]!r}... is {size} bytes; at most {MAX_TABLE_BYTES} are allowed "
+                             f"(Postgres cuts names at {MAX_IDENTIFIER_BYTES} bytes, and the sync-state table and "
+                             f"indexes add up to {MAX_IDENTIFIER_BYTES - MAX_TABLE_BYTES})")
+        return table
 
     @property
     def sink_type(self) -> str:
@@ -60,19 +94,104 @@ class PgVectorConfig(StoreConfig):
         return {"sink": self.sink_name, "table": self.table}
 
 
+def dsn_settings(dsn: str) -> dict[str, Any]:
+    """The DSN's settings; a DSN libpq cannot parse is a `StoreConfigError` that does not quote it (the
+    parser's message would show the password)."""
+    psycopg = _require_psycopg()
+    try:
+        return psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        raise StoreConfigError("the pgvector DSN (--pg_dsn) is not a valid PostgreSQL connection string: give a "
+                               "postgresql://user@host:port/db URI or key=value pairs (not shown: it may hold a "
+                               "password)") from None
+
+
+def without_secrets(message: str, dsn: str, settings: dict[str, Any]) -> str:
+    """`message` with the DSN and its password (when it shows up) replaced by `***`."""
+    for secret in (dsn, settings.get("password")):
+        if secret:
+            message = message.replace(str(secret), "***")
+    return message
+
+
+def _cut(conn: Any) -> None:
+    """Shuts the connection's socket down (from another thread): a call waiting on a server that does not
+    answer returns at once with a connection error."""
+    try:
+        fd = os.dup(conn.fileno())
+    except Exception:  # noqa: BLE001 - already closed
+        return
+    with socket.socket(fileno=fd) as sock:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 class PgVectorStore(VectorStore):
     def __init__(self, config: PgVectorConfig) -> None:
         psycopg = _require_psycopg()
         self._config = config
-        self._conn = psycopg.connect(config.dsn.get_secret_value(), autocommit=False)
+        self._dsn = config.dsn.get_secret_value()
+        self._settings = dsn_settings(self._dsn)
+        self._psycopg = psycopg
+        self._conn: Any = None
+        self._has_vector = False
         self._sql = psycopg.sql
         self._table = psycopg.sql.Identifier(config.table)
         self._state = psycopg.sql.Identifier(config.table + STATE_SUFFIX)
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            with contextlib.suppress(Exception):
+                self._conn.close()
             self._conn = None
+
+    def _connection(self, with_vector: bool) -> Any:
+        """The open connection, or a new one when there is none or it broke; `with_vector`: pgvector's types
+        registered on it (the extension must exist). Setting it up is bounded like a call."""
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self.close()
+        if self._conn is None:
+            defaults = {"connect_timeout": str(self._config.connect_timeout_s), **KEEPALIVES,
+                        "tcp_user_timeout": str(int(self._config.timeout_s * 1000))}
+            extra = {k: v for k, v in defaults.items() if k not in self._settings}
+            try:
+                conn = self._psycopg.connect(self._dsn, autocommit=False, **extra)
+            except self._psycopg.Error as exc:
+                raise type(exc)(without_secrets(str(exc), self._dsn, self._settings)) from None
+            self._conn, self._has_vector = conn, False
+            with self._deadline(conn):
+                conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                             (f"{int(self._config.timeout_s * 1000)}ms",))
+                conn.commit()
+        if with_vector and not self._has_vector:
+            from pgvector.psycopg import register_vector
+
+            with self._deadline(self._conn):
+                register_vector(self._conn)
+                self._conn.commit()
+            self._has_vector = True
+        return self._conn
+
+    @contextlib.contextmanager
+    def _deadline(self, conn: Any) -> Iterator[None]:
+        """Cuts `conn` if the block has not finished after `timeout_s`; drops it when it broke (the next call
+        reconnects)."""
+        watchdog = threading.Timer(self._config.timeout_s, _cut, (conn,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            if conn is self._conn and (conn.closed or conn.broken):
+                self.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, with_vector: bool = True) -> Iterator[Any]:
+        """A cursor in one transaction on a working connection, bounded by `timeout_s`."""
+        conn = self._connection(with_vector)
+        with self._deadline(conn), conn.transaction(), conn.cursor() as cur:
+            yield cur
 
     def _q(self, template: str) -> Any:
         return self._sql.SQL(template).format(
@@ -81,9 +200,15 @@ class PgVectorStore(VectorStore):
             doc_idx=self._sql.Identifier(self._config.table + "_doc_idx"))
 
     def ensure_ready(self, dimension: int) -> None:
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        try:
+            self._ensure_ready(dimension)
+        except self._psycopg.OperationalError as exc:
+            raise StoreConfigError(f"cannot use PostgreSQL for the pgvector sink: {exc}".splitlines()[0]) from exc
+
+    def _ensure_ready(self, dimension: int) -> None:
+        with self._transaction(with_vector=False) as cur:
             cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            cur.execute("SELECT to_regclass(%s)", (self._config.table,))
+            cur.execute("SELECT to_regclass(quote_ident(%s))", (self._config.table,))
             exists = cur.fetchone()[0] is not None
             if not exists and not self._config.create_table:
                 raise StoreConfigError(f"pgvector table {self._config.table!r} does not exist and auto-create is off")
@@ -96,8 +221,8 @@ class PgVectorStore(VectorStore):
                 cur.execute(self._q("CREATE INDEX IF NOT EXISTS {hnsw} ON {table} "
                                     "USING hnsw (embedding vector_cosine_ops)"))
                 cur.execute(self._q("CREATE INDEX IF NOT EXISTS {doc_idx} ON {table} (namespace, doc_id)"))
-            cur.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
-                        (self._config.table,))
+            cur.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s)) "
+                        "AND attname = 'embedding'", (self._config.table,))
             row = cur.fetchone()
             if row is None:
                 raise StoreConfigError(f"pgvector table {self._config.table!r} has no 'embedding' column")
@@ -109,7 +234,6 @@ class PgVectorStore(VectorStore):
                 "CREATE TABLE IF NOT EXISTS {state} (namespace text NOT NULL, doc_id text NOT NULL, "
                 "version bigint NOT NULL, op text NOT NULL, PRIMARY KEY (namespace, doc_id))"))
             self._ensure_id_scheme(cur)
-        self._registered()
 
     def _ensure_id_scheme(self, cur: Any) -> None:
         """The ID scheme is recorded as the chunk table's COMMENT (`beam-vector-sync id_scheme=2`): set on a
@@ -126,21 +250,12 @@ class PgVectorStore(VectorStore):
         if problem:
             raise StoreConfigError(problem)
 
-    def _registered(self) -> None:
-        """Register pgvector's types on the connection (once; the extension must exist)."""
-        if not getattr(self, "_vector_registered", False):
-            from pgvector.psycopg import register_vector
-
-            register_vector(self._conn)
-            self._vector_registered = True
-
     def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
         if not keys:
             return {}
-        self._registered()
         namespaces = [k[0] for k in keys]
         doc_ids = [k[1] for k in keys]
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        with self._transaction() as cur:
             cur.execute(self._q("SELECT s.namespace, s.doc_id, s.version, s.op FROM {state} s "
                                 "JOIN unnest(%s::text[], %s::text[]) AS k(namespace, doc_id) "
                                 "USING (namespace, doc_id)"), (namespaces, doc_ids))
@@ -160,11 +275,10 @@ class PgVectorStore(VectorStore):
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
         import numpy as np
 
-        self._registered()
         rows = [(r.point_id, r.doc_id, r.namespace or "", r.chunk_index, r.chunk_count, r.version, r.text,
                  r.content_hash, r.model, json.dumps(r.metadata), np.asarray(r.vector, dtype=np.float32))
                 for w in writes for r in w.records]
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        with self._transaction() as cur:
             if rows:
                 cur.executemany(self._q(
                     "INSERT INTO {table} AS t (id, doc_id, namespace, chunk_index, chunk_count, version, text, "
@@ -196,6 +310,6 @@ class PgVectorStore(VectorStore):
                                   psycopg.errors.DeadlockDetected, TimeoutError, ConnectionError))
 
     def count(self) -> int:
-        with self._conn.transaction(), self._conn.cursor() as cur:
+        with self._transaction() as cur:
             cur.execute(self._q("SELECT count(*) FROM {table}"))
             return int(cur.fetchone()[0])

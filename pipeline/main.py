@@ -131,18 +131,26 @@ def check_runner(config: SyncConfig, options: PipelineOptions) -> None:
 
 
 def prepare_stores(config: SyncConfig, model: ModelRef) -> None:
-    """Every sink is reachable and ready (collection/table/index present or created, dimension right)."""
+    """Every sink is reachable and ready (collection/table/index present or created, dimension right); a
+    sink that cannot be reached or made ready is a one-line `StartupError`."""
     for store_config in config.stores:
         try:
             store = store_config.create_store()
+            try:
+                store.ensure_ready(model.dimension)
+            finally:
+                store.close()
         except StoreConfigError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a client that cannot even be made is a start-up error
-            raise StartupError(f"cannot connect to {store_config.sink_name}: {type(exc).__name__}: {exc}") from exc
-        try:
-            store.ensure_ready(model.dimension)
-        finally:
-            store.close()
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be made or reached is a start-up error
+            raise StartupError(f"cannot use sink {store_config.sink_name}: {one_line(exc)}") from exc
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, at most `limit` characters."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def count_vectors(config: SyncConfig) -> dict[str, int]:
