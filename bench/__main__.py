@@ -1,4 +1,4 @@
-"""`python -m bench [--scale S] [--batch_size B] [--paths ...]`: raw encode vs the pipeline vs Beam's
+"""`python -m bench [--scale S] [--batch_size B] [--paths ...] [--model bundled|tiny|DIR]`: raw encode vs the pipeline vs Beam's
 MLTransform, a 5%-changed re-sync vs a full re-embed, and the int8 ONNX backend (raw and in the pipeline,
 with its fidelity to fp32), on one deterministic corpus. Each path runs in its own process; with
 `--repeat N` the paths run N rounds, interleaved (raw, pipeline, ..., raw, pipeline, ...), each round in a fresh
@@ -18,9 +18,9 @@ from pathlib import Path
 BASE_DOCS = 1500
 
 
-def measure(path: str, docs: int, batch_size: int, work: Path) -> dict:
+def measure(path: str, docs: int, batch_size: int, work: Path, model: str = "bundled") -> dict:
     done = subprocess.run([sys.executable, "-m", "bench.paths", path, "--docs", str(docs), "--batch_size",
-                           str(batch_size), "--work", str(work)], capture_output=True, text=True,
+                           str(batch_size), "--work", str(work), "--model", model], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
     if done.returncode != 0:
         raise SystemExit(f"bench path {path} failed:\n{done.stderr[-3000:]}")
@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--paths", default="raw,pipeline,resync,mltransform,onnx-raw,pipeline-onnx")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every path, interleaved (median reported)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--model", default="bundled", help="'bundled' all-MiniLM-L6-v2, 'tiny' (a near-free "
+                        "1-layer model built offline by bench/tiny_model.py: shows the pipeline's own cost) or a folder")
     args = parser.parse_args()
     docs = max(10, int(BASE_DOCS * args.scale))
     paths = args.paths.split(",")
@@ -72,13 +74,13 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix="bench-"))
         try:
             for p in paths:
-                rounds[p].append(measure(p, docs, args.batch_size, work))
+                rounds[p].append(measure(p, docs, args.batch_size, work, args.model))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     results = {p: median_round(r) for p, r in rounds.items()}
     raw = results.get("raw")
     full = results.get("pipeline")
-    print(f"corpus: {docs} documents, batch size {args.batch_size}, {platform.processor() or platform.machine()}, "
+    print(f"corpus: {docs} documents, model {args.model}, batch size {args.batch_size}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores")
     print(f"{'path':<14}{'chunks':>8}{'seconds':>9}{'chunks/s':>10}{'tokens/s':>10}{'vs raw':>8}{'peak MiB':>10}")
     for name, r in results.items():

@@ -61,7 +61,7 @@ def pipeline_run(docs, model_path: str, batch_size: int, work: Path, version: in
 
     log = write_changelog(work / f"changelog-v{version}.jsonl", docs, version)
     summary = run(["--input", str(log), "--qdrant_path", str(work / store), "--batch_size", str(batch_size),
-                   "--dead_letters", str(work / "dead.jsonl"), *extra])
+                   "--dead_letters", str(work / "dead.jsonl"), "--model", model_path, *extra])
     return {"chunks": summary.chunks_embedded, "tokens": summary.tokens_embedded, "seconds": summary.wall_seconds,
             "chunks_skipped": summary.chunks_skipped, "padding_fraction": round(summary.padding_fraction, 4),
             "accounted": summary.accounted}
@@ -70,6 +70,12 @@ def pipeline_run(docs, model_path: str, batch_size: int, work: Path, version: in
 def pipeline_full(docs, model_path, batch_size, work) -> dict:
     """The pipeline end to end on DirectRunner into a fresh embedded store (model load included)."""
     return pipeline_run(docs, model_path, batch_size, work)
+
+
+def pipeline_client(docs, model_path, batch_size, work) -> dict:
+    """As `pipeline`, into qdrant-client's local mode (`--qdrant_embedded client`) instead of Qdrant Edge."""
+    return pipeline_run(docs, model_path, batch_size, work, store="store-client",
+                        extra=("--qdrant_embedded", "client"))
 
 
 def pipeline_onnx(docs, model_path, batch_size, work) -> dict:
@@ -106,8 +112,18 @@ def mltransform(docs, model_path, batch_size, work) -> dict:
     return {"chunks": len(chunks), "tokens": sum(n for _, n in chunks), "seconds": time.perf_counter() - started}
 
 
-PATHS = {"raw": raw_encode, "pipeline": pipeline_full, "resync": resync, "mltransform": mltransform,
+PATHS = {"raw": raw_encode, "pipeline": pipeline_full, "pipeline-client": pipeline_client, "resync": resync, "mltransform": mltransform,
          "onnx-raw": onnx_raw_encode, "pipeline-onnx": pipeline_onnx}
+
+
+def model_folder(choice: str, work: Path) -> str:
+    if choice == "bundled":
+        return str(resolve_model(None))
+    if choice == "tiny":
+        from bench.tiny_model import build_tiny_model
+
+        return str(build_tiny_model(work.parent / "tiny-model"))
+    return choice
 
 
 def main() -> int:
@@ -116,11 +132,13 @@ def main() -> int:
     parser.add_argument("--docs", type=int, required=True)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--work", required=True)
+    parser.add_argument("--model", default="bundled", help="'bundled' (all-MiniLM-L6-v2), 'tiny' (bench/tiny_model.py, "
+                        "built in the work folder's parent) or a model folder")
     args = parser.parse_args()
     force_offline()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    result = PATHS[args.path](make_corpus(args.docs), resolve_model(None), args.batch_size, work)
+    result = PATHS[args.path](make_corpus(args.docs), model_folder(args.model, work), args.batch_size, work)
     result.update(path=args.path, batch_size=args.batch_size,
                   peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     print(json.dumps(result))
