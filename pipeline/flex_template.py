@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from pipeline.options import build_parser
+from pipeline.options import build_parser, switch_value
 
 NAME = "beam-vector-sync"
 DESCRIPTION = "Keeps vector stores (Qdrant, pgvector, Pinecone, MongoDB) exactly in sync with changing documents"
@@ -28,7 +28,7 @@ def parameters() -> list[dict[str, Any]]:
                                  "isOptional": True}
         if action.choices:
             entry["regexes"] = ["^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"]
-        elif action.nargs == 0:  # a switch: the template passes --flag=true
+        elif action.type is switch_value:  # an on/off flag: the template passes --flag=true|false
             entry["regexes"] = ["^(true|false)$"]
         elif action.type is int:
             entry["regexes"] = [_INT]

@@ -126,6 +126,20 @@ _GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache"
             "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds", "dead_letters", "summary_json")
 
 
+def switch_value(value: str) -> bool:
+    """An on/off flag's value when one is given (`--flag=true`, as a Dataflow flex template passes it)."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
+
+
+SWITCH: dict[str, Any] = {"nargs": "?", "const": True, "default": None, "type": switch_value, "metavar": "true|false"}
+"""An on/off flag: `--flag` or `--flag=true` turns it on, `--flag=false` off (absent: the default)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every default is `None` here so that a flag given on the command line can be told from one left out;
     the effective defaults are `SyncConfig`'s and each sink config's (shown in --help)."""
@@ -156,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "attempt, Azure dequeue count, Kafka runs started at its offset) is dead-lettered "
                           "unprocessed and acknowledged (default: 5)")
     src.add_argument("--pubsub_subscription", help="projects/P/subscriptions/S for --source pubsub")
-    src.add_argument("--pubsub_native", action="store_true", default=None,
+    src.add_argument("--pubsub_native", **SWITCH,
                      help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
     src.add_argument("--azure_queue", help="Azure Storage Queue receiving Event Grid notifications (--source azure_queue)")
     src.add_argument("--azure_connection_string",
@@ -177,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--kafka_bootstrap", help="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
     src.add_argument("--kafka_topic", type=_comma_list, help="topic(s) to read, comma-separated")
     src.add_argument("--kafka_group", help="consumer group whose committed offsets the run starts from and commits")
-    src.add_argument("--kafka_stop_at_end", action="store_true", default=None,
+    src.add_argument("--kafka_stop_at_end", **SWITCH,
                      help="read to the end offsets seen at start, then finish (backfills, tests, successive runs)")
     src.add_argument("--kafka_config", action="append", metavar="KEY=VALUE",
                      help="extra librdkafka setting, repeatable; the value of a secret one (sasl.password, "
@@ -218,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--mongo_collection", help="MongoDB collection (default: documents)")
     sink.add_argument("--mongo_client_factory",
                       help="module:callable that makes the client from the URI (default: pymongo:MongoClient)")
-    sink.add_argument("--no_create_collection", action="store_true", default=None,
+    sink.add_argument("--no_create_collection", **SWITCH,
                       help="fail at start if a collection or table does not exist, instead of creating it")
     sink.add_argument("--write_batch_size", type=int, help="chunk records per store write (default: 256; Pinecone 100)")
     sink.add_argument("--write_batch_bytes", type=int, help="approximate bytes per store write (default: 8 MiB)")
