@@ -136,16 +136,20 @@ def prepare_on_worker(config: "StoreConfig", dimension: int, attempts: int = 3) 
             store = config.create_store()
             store.ensure_ready(dimension)
             return store
-        except StoreConfigError as exc:
-            _close_quietly(store)
-            raise SinkNotReadyError(f"sink {config.sink_name}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - unreachable, refused, or a concurrent creation
             _close_quietly(store)
+            if isinstance(exc, StoreConfigError) and not _unreachable(store, exc):
+                raise SinkNotReadyError(f"sink {config.sink_name}: {exc}") from exc
             if attempt == attempts:
                 raise SinkNotReadyError(f"sink {config.sink_name} is not reachable or not ready from this worker: "
                                         f"{type(exc).__name__}: {exc}") from exc
             time.sleep(attempt)
     raise AssertionError("unreachable")
+
+
+def _unreachable(store: Optional[VectorStore], error: StoreConfigError) -> bool:
+    """A configuration error that a store raised because its server could not be reached (worth trying again)."""
+    return store is not None and error.__cause__ is not None and store.is_transient(error.__cause__)
 
 
 def _close_quietly(store: Optional[VectorStore]) -> None:

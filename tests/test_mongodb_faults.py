@@ -77,7 +77,7 @@ def test_the_mongodb_client_reconnects_after_its_server_restarts(server: MongoSe
 
 
 def test_a_stopped_mongodb_costs_the_timeout_then_the_retry_succeeds(server: MongoServer):
-    store = MongoConfig(uri=server.uri, timeout_ms=1000).create_store()
+    store = MongoConfig(uri=server.uri, timeout_ms=1000, socket_timeout_ms=2000).create_store()
     try:
         store.ensure_ready(3)
         store.write_documents([one_write(1)])

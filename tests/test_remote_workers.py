@@ -21,8 +21,10 @@ from tests.installed import build_dists, clean_env, install, venv_with_dependenc
 
 pytestmark = pytest.mark.slow  # a wheel, a worker pool, and whole pipelines with the model loaded on workers
 
-HIDDEN = [REPO, *(Path("/work/main") / d for d in ("pipeline", "transforms", "connectors", "tests"))]
-"""Project sources a worker must not see: this checkout, and the main checkout the editable install maps."""
+SOURCES = ("pipeline", "transforms", "connectors", "tests", "bench", "fuzz")
+HIDDEN = sorted({root / d for root in (REPO, Path("/work/main")) for d in SOURCES})
+"""Project sources a worker must not see: this checkout's, and those of the main checkout the editable install
+maps. The virtual environment stays visible: its third-party packages stand for the worker image's."""
 
 BIND_LOOPBACK = """
 import sys, grpc
@@ -57,7 +59,7 @@ def worker_pool(tmp_path_factory: pytest.TempPathFactory, pg_uri: str) -> Iterat
     install(python, wheel)
     port = free_port()
     mounts = " && ".join(f"{{ [ ! -d {d} ] || mount -t tmpfs none {d}; }}" for d in HIDDEN)
-    script = (f"{mounts} && [ ! -e {REPO / 'setup.py'} ] || exit 97; "
+    script = (f"{mounts} && [ ! -e {REPO / 'pipeline' / '__init__.py'} ] || exit 97; "
               f"exec {python} -c '{BIND_LOOPBACK}' --service_port={port}")
     env = clean_env(PATH=f"{python.parent}:{os.environ['PATH']}", HOME=str(work / "home"), PG_DSN=pg_uri)
     log = (work / "pool.log").open("wb")
