@@ -334,7 +334,7 @@ class WriteDocuments(_BufferedStoreDoFn):
         self._sink_deleted = counters.sink_counter(name, counters.VECTORS_DELETED)
         self._sink_dead = counters.sink_counter(name, counters.DEAD_LETTERS)
         self._sink_retried = counters.sink_counter(name, counters.SINK_RETRIES)
-        self._latency = beam.metrics.Metrics.distribution(counters.sink_namespace(name), "write_latency_ms")
+        self._latency = counters.sink_latency(name)
 
     def _limit(self) -> int:
         return self._config.batch_size

@@ -143,6 +143,25 @@ class KafkaConfig(SourceConfig):
         if self.json_schema and not Path(self.json_schema).is_file():
             raise SourceConfigError(f"--kafka_json_schema {self.json_schema}: no such file")
 
+    def backlog(self) -> dict[tuple[tuple[str, str], ...], int]:
+        """Per partition: the end offset less the group's committed offset (or the earliest one)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(self.client_settings())
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            partitions = [TopicPartition(t, p) for t in self.topics if t in metadata.topics
+                          for p in sorted(metadata.topics[t].partitions)]
+            committed = {(c.topic, c.partition): c.offset for c in consumer.committed(partitions, timeout=10)}
+            found = {}
+            for tp in partitions:
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                start = committed[(tp.topic, tp.partition)]
+                found[(("topic", tp.topic), ("partition", str(tp.partition)))] = high - (start if start >= 0 else low)
+            return found
+        finally:
+            consumer.close()
+
     def display(self) -> dict[str, Any]:
         safe = {k: ("***" if isinstance(v, SecretRef) else v) for k, v in self.client_config.items()}
         return {"source": "kafka", "bootstrap": self.bootstrap, "topics": ",".join(self.topics), "group": self.group,

@@ -76,6 +76,21 @@ class RedisStreamConfig(BoundedReadSettings):
         except Exception as exc:  # noqa: BLE001 - reported as one start-up line
             raise SourceConfigError(f"Redis stream {self.stream!r} cannot be used: {type(exc).__name__}: {exc}") from exc
 
+    def backlog(self) -> dict[tuple[tuple[str, str], ...], int]:
+        """The group's pending entries (delivered, not acknowledged) and, on Redis 7+, its lag (not delivered)."""
+        client = _client(self.url.get_secret_value())
+        try:
+            groups = {g["name"]: g for g in client.xinfo_groups(self.stream)}
+        finally:
+            client.close()
+        group = groups.get(self.group) or groups.get(self.group.encode())
+        if group is None:
+            return {}
+        found = {(("stream", self.stream), ("state", "pending")): int(group["pending"])}
+        if group.get("lag") is not None:
+            found[(("stream", self.stream), ("state", "undelivered"))] = int(group["lag"])
+        return found
+
     def display(self) -> dict[str, Any]:
         return {"source": "redis", "stream": self.stream, "group": self.group, "consumer": self.consumer}
 

@@ -64,6 +64,11 @@ class SourceConfig(BaseModel):
     def check(self) -> None:
         """Raise `SourceConfigError` at start-up when the source cannot be used."""
 
+    def backlog(self) -> dict[tuple[tuple[str, str], ...], int]:
+        """Records held by the source and not acknowledged yet, by label pairs (partition, stream, state),
+        where the source can tell it cheaply; `{}` where it cannot. The metrics endpoint asks now and then."""
+        return {}
+
     def display(self) -> dict[str, Any]:
         return {}
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -29,6 +29,7 @@ from connectors.sources import SourceConfigError
 from pipeline.graph import build_graph
 from pipeline.options import SyncConfig, parse_args
 from transforms.onnx_int8 import UnsupportedModelError
+from pipeline.progress import Progress, expected_records
 from pipeline.summary import RunSummary, summary_from_metrics
 from transforms.model import (
     ModelNotFoundError,
@@ -40,6 +41,9 @@ from transforms.model import (
     model_fingerprint,
     resolve_model,
 )
+
+if TYPE_CHECKING:
+    from connectors.metrics_http import MetricsEndpoint
 
 log = logging.getLogger("beam_vector_sync")
 
@@ -165,7 +169,27 @@ def count_vectors(config: SyncConfig) -> dict[str, int]:
     return counts
 
 
-def run(argv: Optional[Sequence[str]] = None) -> Union[RunSummary, "SubmittedJob"]:
+class RunObserver:
+    """What the operator sees of the runs of this process: the metrics endpoint's readiness and backlog (when
+    `--metrics_port` is given) and the progress line on a terminal."""
+
+    def __init__(self, endpoint: Optional["MetricsEndpoint"] = None, progress: bool = True) -> None:
+        self.endpoint = endpoint
+        self.progress = progress
+
+    def ready(self, config: SyncConfig) -> None:
+        """The sinks and the source were reached: ready, with the source's backlog on `/metrics`."""
+        if self.endpoint is not None:
+            self.endpoint.set_ready(True)
+            self.endpoint.set_backlog(config.source.backlog if config.source is not None else None)
+
+    def not_ready(self, reason: str) -> None:
+        if self.endpoint is not None:
+            self.endpoint.set_ready(False, reason)
+
+
+def run(argv: Optional[Sequence[str]] = None, observer: Optional[RunObserver] = None
+        ) -> Union[RunSummary, "SubmittedJob"]:
     """Runs one sync; raises `StartupError` for configuration that cannot work."""
     try:
         config, beam_args = parse_args(argv)
@@ -176,14 +200,14 @@ def run(argv: Optional[Sequence[str]] = None) -> Union[RunSummary, "SubmittedJob
     with contextlib.ExitStack() as scopes:
         for store_config in config.stores:
             scopes.enter_context(store_config.run_scope())
-        return _run(config, beam_args)
+        return _run(config, beam_args, observer or RunObserver(progress=False))
 
 
 def _messages(error: ValidationError) -> str:
     return "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
 
 
-def _run(config: SyncConfig, beam_args: list[str]) -> Union[RunSummary, "SubmittedJob"]:
+def _run(config: SyncConfig, beam_args: list[str], observer: RunObserver) -> Union[RunSummary, "SubmittedJob"]:
     try:
         model = resolve(config.model, config.backend, config.onnx_cache)
         options = PipelineOptions(beam_args)
@@ -197,13 +221,19 @@ def _run(config: SyncConfig, beam_args: list[str]) -> Union[RunSummary, "Submitt
             prepare_stores(config, model)
     except (StoreConfigError, ModelNotFoundError, UnsupportedModelError) as exc:
         raise StartupError(str(exc)) from exc
+    observer.ready(config)
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     build_graph(pipeline, config, model, prepare_on_workers=remote)
-    result = pipeline.run()
-    if remote and options.view_as(StandardOptions).streaming:
-        return SubmittedJob(runner_name(options), _job_id(result))  # runs until cancelled: never waited for
-    result.wait_until_finish()
+    progress = Progress(None if config.source else expected_records(config.input, config.input_is_folder),
+                        enabled=observer.progress and not remote)
+    try:
+        result = pipeline.run()
+        if remote and options.view_as(StandardOptions).streaming:
+            return SubmittedJob(runner_name(options), _job_id(result))  # runs until cancelled: never waited for
+        result.wait_until_finish()
+    finally:
+        progress.stop()
     summary = _summary(result, time.monotonic() - started, [s.sink_name for s in config.stores])
     if not remote:  # the launcher of a remote job need not reach the sinks
         summary = summary.with_store_counts(count_vectors(config))
@@ -239,12 +269,36 @@ def _summary(result: Any, wall_seconds: float, sinks: list[str]) -> RunSummary:
         return RunSummary(wall_seconds=wall_seconds)
 
 
-def split_follow(argv: Sequence[str]) -> tuple[Optional[float], list[str]]:
-    """`--follow SECONDS` (continuous sync by successive bounded runs) and the arguments of each run."""
+@dataclass(frozen=True)
+class ProcessFlags:
+    """Flags of the process rather than of one run (see `--help`)."""
+
+    follow: Optional[float] = None
+    metrics_port: Optional[int] = None
+    metrics_host: str = "127.0.0.1"
+
+
+def split_process_flags(argv: Sequence[str]) -> tuple[ProcessFlags, list[str]]:
+    """`--follow SECONDS` (continuous sync by successive bounded runs), `--metrics_port`/`--metrics_host`, and
+    the arguments of each run."""
     parser = argparse.ArgumentParser(prog="python -m pipeline", add_help=False, allow_abbrev=False)
     parser.add_argument("--follow", type=float, metavar="SECONDS")
+    parser.add_argument("--metrics_port", type=int)
+    parser.add_argument("--metrics_host", default="127.0.0.1")
     known, rest = parser.parse_known_args(argv)
-    return known.follow, rest
+    return ProcessFlags(known.follow, known.metrics_port, known.metrics_host), rest
+
+
+def start_endpoint(flags: ProcessFlags) -> Optional["MetricsEndpoint"]:
+    """The `/metrics` and `/ready` endpoint when `--metrics_port` is given; a port in use is a `StartupError`."""
+    if flags.metrics_port is None:
+        return None
+    from connectors.metrics_http import MetricsEndpoint
+
+    try:
+        return MetricsEndpoint(flags.metrics_port, flags.metrics_host)
+    except OSError as exc:
+        raise StartupError(f"--metrics_port {flags.metrics_port} on {flags.metrics_host}: {exc.strerror or exc}") from exc
 
 
 FOLLOW_MAX_BACKOFF_S = 300.0
@@ -257,15 +311,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     down, say) is logged and the run retried after an exponential backoff (up to 5 minutes)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    pause, argv = split_follow(argv)
+    flags, argv = split_process_flags(argv)
+    pause = flags.follow
     if pause is not None and "--kafka_stop_at_end" not in argv:
         argv.append("--kafka_stop_at_end")  # ignored by the other sources
+    try:
+        observer = RunObserver(start_endpoint(flags))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     iteration, failures = 0, 0
     while True:
         iteration += 1
         try:
-            summary = run(argv)
+            summary = run(argv, observer)
         except StartupError as exc:
+            observer.not_ready(str(exc))
             if pause is None or iteration == 1:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
@@ -275,6 +336,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if pause is None:
                 raise
             failures += 1
+            observer.not_ready(f"follow run {iteration} failed; retrying")
             log.exception("follow run %d failed", iteration)
         else:
             failures = 0

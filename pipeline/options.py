@@ -259,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--dead_letters", help="dead-letter JSONL file (default: ./dead_letters.jsonl)")
     out.add_argument("--summary_json", help="also write the run summary as JSON here")
+    out.add_argument("--metrics_port", type=int,
+                     help="serve Prometheus metrics on /metrics and readiness on /ready at this port while the "
+                          "process runs (in-process runners; remote runners show the same counters as Beam metrics)")
+    out.add_argument("--metrics_host", help="address the metrics endpoint binds (default: 127.0.0.1; 0.0.0.0 to "
+                                            "let a scraper on another machine reach it)")
     return parser
 
 

@@ -194,10 +194,12 @@ def test_unbounded_reading_on_the_direct_runner_is_refused_with_the_way_out(tmp_
 
 
 def test_follow_turns_into_successive_bounded_runs():
-    from pipeline.main import split_follow
+    from pipeline.main import split_process_flags
 
     argv = ["--source", "kafka", "--follow", "30", "--kafka_group", "g"]
-    assert split_follow(argv) == (30, ["--source", "kafka", "--kafka_group", "g"])
-    assert split_follow(["--follow=2.5"])[0] == 2.5 and split_follow(["--source", "redis"])[0] is None
+    flags, rest = split_process_flags(argv)
+    assert flags.follow == 30 and rest == ["--source", "kafka", "--kafka_group", "g"]
+    assert split_process_flags(["--follow=2.5"])[0].follow == 2.5
+    assert split_process_flags(["--source", "redis"])[0].follow is None
     with pytest.raises(SystemExit):  # argparse's one-line usage error, exit status 2
-        split_follow(["--follow", "soon"])
+        split_process_flags(["--follow", "soon"])
