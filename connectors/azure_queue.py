@@ -85,6 +85,14 @@ class AzureQueueConfig(BoundedReadSettings):
             raise SourceConfigError(f"Azure queue {self.queue!r} cannot be used: {type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0]}") from exc
 
+    def backlog(self) -> dict[tuple[tuple[str, str], ...], int]:
+        """The queue's approximate message count (visible and in flight; Azure's own estimate)."""
+        client = self.client()
+        try:
+            return {(("queue", self.queue),): int(client.get_queue_properties().approximate_message_count or 0)}
+        finally:
+            client.close()
+
     def display(self) -> dict[str, Any]:
         return {"source": "azure_queue", "queue": self.queue}
 

@@ -188,3 +188,19 @@ def test_a_metrics_port_in_use_is_a_one_line_start_up_error(capsys: pytest.Captu
         assert err.startswith(f"error: --metrics_port {endpoint.port}") and err.count("\n") == 1
     finally:
         endpoint.close()
+
+
+def test_azure_queue_backlog_is_its_approximate_message_count(azurite: str, monkeypatch: pytest.MonkeyPatch):
+    from azure.storage.queue import QueueClient
+
+    from connectors.azure_queue import AzureQueueConfig
+    from connectors.secrets import SecretRef
+
+    name = f"lag{time.monotonic_ns()}"
+    queue = QueueClient.from_connection_string(azurite, name)
+    queue.create_queue()
+    for i in range(3):
+        queue.send_message(json.dumps({"doc_id": f"d{i}"}))
+    monkeypatch.setenv("BVS_TEST_AZURITE", azurite)
+    config = AzureQueueConfig(queue=name, connection_string=SecretRef.model_validate("env:BVS_TEST_AZURITE"))
+    assert config.backlog() == {(("queue", name),): 3}
