@@ -199,3 +199,36 @@ def test_a_missing_queue_fails_at_start(tmp_path: Path, moto_server: str):
     with pytest.raises(StartupError, match="cannot be used"):
         run(["--source", "sqs", "--sqs_queue_url", f"{moto_server}/123456789012/no-such-queue",
              "--qdrant_path", str(tmp_path / "store"), *SMALL])
+
+
+def test_bounded_reads_redeliveries_and_eventbridge_messages(tmp_path: Path, moto_server: str):
+    """`--max_records` leaves the rest for the next run; a message received too often is dead-lettered
+    unprocessed and deleted; an EventBridge "Object Created" message (as an EventBridge rule delivers it to
+    SQS) is applied like an S3 record."""
+    import json
+
+    bucket = Bucket()
+    target = QdrantTarget(tmp_path)
+    for i in range(3):
+        bucket.put(f"note-{i}.txt", f"Note number {i}.".encode())
+    bucket.sqs.purge_queue(QueueUrl=bucket.queue_url)  # keep only the messages this test sends
+    bucket.put("bridge.txt", b"Delivered by EventBridge.")
+    bucket.sqs.purge_queue(QueueUrl=bucket.queue_url)
+    bucket.send(json.dumps({"version": "0", "id": "1", "detail-type": "Object Created", "source": "aws.s3",
+                            "time": "2026-12-01T06:00:00Z", "detail": {"bucket": {"name": bucket.name},
+                                                                       "object": {"key": "bridge.txt", "size": 25}}}))
+    bridged = run(sync_args(bucket, target, tmp_path))
+    assert bridged.events_applied == 1 and bucket.left() == 0
+    assert documents(target) == {f"s3://{bucket.name}/bridge.txt": ({1796104800000000}, {"Delivered by EventBridge."})}
+    for i in range(3):
+        bucket.send(json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": f"2026-12-01T06:00:0{i}Z",
+                                             "s3": {"bucket": {"name": bucket.name},
+                                                    "object": {"key": f"note-{i}.txt"}}}]}))
+    first = run(sync_args(bucket, target, tmp_path, "--max_records", "2"))
+    assert first.records_read == 2 and first.records_acknowledged == 2 and bucket.left() == 1
+    assert bucket.bodies() and bucket.bodies()  # two more receives of what is left: 3 deliveries so far
+    second = run(sync_args(bucket, target, tmp_path, "--max_delivery_attempts", "2"))
+    letters = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [(d["stage"], d["error_type"], d["attempts"]) for d in letters] == [("read", "TooManyDeliveries", 3)]
+    assert second.accounted and second.events_dead_lettered == 1 and bucket.left() == 0
+    assert len(documents(target)) == 3, "the bridged object and the two notes read in the capped run"
