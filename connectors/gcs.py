@@ -43,9 +43,11 @@ def is_transient(error: BaseException) -> bool:
     """Timeouts, connection trouble, 408/429/5xx, and 412 (the generation changed between reads)."""
     import requests
     from google.api_core.exceptions import GoogleAPICallError
+    from google.auth.exceptions import TransportError
 
     from transforms.retry import is_transient_status
 
     if isinstance(error, GoogleAPICallError) and error.code is not None:
         return is_transient_status(int(error.code), 412)
-    return isinstance(error, (requests.ConnectionError, requests.Timeout, TimeoutError, ConnectionError))
+    return isinstance(error, (requests.ConnectionError, requests.Timeout, TransportError, TimeoutError,
+                              ConnectionError))

@@ -122,7 +122,7 @@ class ObjectFetcher:
         """Exactly the named object (no glob expansion): `gs://` with google-cloud-storage, `s3://` with boto3."""
         key = target.uri.split("://", 1)[1].partition("/")[2]
         if not key:
-            raise ObjectMissing(f"{target.uri} names a bucket, not an object")
+            raise ValueError(f"{target.uri} names a bucket, not an object")
         limit = self._config.max_document_bytes
         if target.uri.startswith("gs://"):
             from connectors import gcs
@@ -173,7 +173,6 @@ class ObjectFetcher:
             from connectors import gcs
 
             return gcs.is_transient(error)
-
         if isinstance(error, HttpResponseError) and error.status_code is not None:
             return is_transient_status(error.status_code, 412)  # 412: changed mid-read
         return isinstance(error, (ServiceRequestError, ServiceResponseError, TimeoutError, ConnectionError))

@@ -232,3 +232,24 @@ def test_bounded_reads_redeliveries_and_eventbridge_messages(tmp_path: Path, mot
     assert [(d["stage"], d["error_type"], d["attempts"]) for d in letters] == [("read", "TooManyDeliveries", 3)]
     assert second.accounted and second.events_dead_lettered == 1 and bucket.left() == 0
     assert len(documents(target)) == 3, "the bridged object and the two notes read in the capped run"
+
+
+def test_an_unreachable_s3_endpoint_is_a_fetch_dead_letter_after_bounded_retries(monkeypatch: pytest.MonkeyPatch):
+    from connectors.objects import FetchConfig, FetchContent
+    from tests.conftest import free_port
+    from transforms.types import ChangeEvent
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    fetch = FetchContent(FetchConfig.model_validate({"allow": {"buckets": ["s3://docs"]}, "connect_timeout_s": 1,
+                                                     "retry": {"max_attempts": 3, "max_elapsed_s": 5}}))
+    fetch.setup()
+    started = time.monotonic()
+    try:
+        (out,) = list(fetch.process(ChangeEvent(doc_id="s3://docs/a.txt", op="upsert", version=1, uri="s3://docs/a.txt")))
+    finally:
+        fetch.teardown()
+    assert out.tag == "dead_letters" and out.value.stage == "fetch" and out.value.attempts == 3
+    assert "EndpointConnectionError" in out.value.error_type and time.monotonic() - started < 15
