@@ -47,19 +47,27 @@ class Bucket:
     def delete(self, name: str) -> None:
         self.bucket.blob(name).delete()
 
-    def messages(self) -> list[tuple[dict[str, str], bytes]]:
-        """`(attributes, data)` of the notifications now on the subscription, left there."""
+    def messages(self, expected: int) -> list[tuple[dict[str, str], bytes]]:
+        """`(attributes, data)` of the `expected` notifications now on the subscription, left there (a pull
+        may return only some of them, and the emulator publishes asynchronously: pull until all are in)."""
+        import time
+
         from google.cloud import pubsub_v1
 
         subscriber = pubsub_v1.SubscriberClient()
+        found: dict[str, tuple[str, dict[str, str], bytes]] = {}
+        deadline = time.monotonic() + 30
         try:
-            received = subscriber.pull(request={"subscription": self.subscription, "max_messages": 100},
-                                       timeout=10).received_messages
+            while len(found) < expected and time.monotonic() < deadline:
+                for m in subscriber.pull(request={"subscription": self.subscription, "max_messages": 100},
+                                         timeout=10).received_messages:
+                    found[m.message.message_id] = (m.ack_id, dict(m.message.attributes), m.message.data)
             subscriber.modify_ack_deadline(request={"subscription": self.subscription, "ack_deadline_seconds": 0,
-                                                    "ack_ids": [m.ack_id for m in received]})
-            return [(dict(m.message.attributes), m.message.data) for m in received]
+                                                    "ack_ids": [ack_id for ack_id, _, _ in found.values()]})
         finally:
             subscriber.close()
+        assert len(found) == expected, f"expected {expected} notifications, got {len(found)}"
+        return [(attributes, data) for _, attributes, data in found.values()]
 
     def publish(self, attributes: dict[str, str], data: bytes) -> None:
         from google.cloud import pubsub_v1
@@ -101,8 +109,8 @@ def test_objects_created_overwritten_and_deleted_end_exactly_in_sync(target: Any
     bucket.upload("faq page.html", b"<html><head><script>var x = 1;</script></head><body><h1>FAQ</h1>"
                                    b"<p>Ask us anything.</p></body></html>", "text/html")
     bucket.upload("temp.txt", b"Short-lived.")
-    messages = bucket.messages()
-    assert len(messages) == 3 and {m[0]["payloadFormat"] for m in messages} == {"JSON_API_V1"}
+    messages = bucket.messages(3)
+    assert {m[0]["payloadFormat"] for m in messages} == {"JSON_API_V1"}
     bucket.publish(*notification(messages, "faq page.html", "OBJECT_FINALIZE"))  # a duplicate delivery
     one = sync(bucket, target, tmp_path)
     uri = f"gs://{bucket.name}/"
@@ -116,6 +124,7 @@ def test_objects_created_overwritten_and_deleted_end_exactly_in_sync(target: Any
     second_policy = bucket.upload("policy.md", SHORT.encode(), "text/markdown")  # notifies delete g1 + finalize g2
     bucket.delete("temp.txt")
     bucket.publish(*notification(messages, "policy.md", "OBJECT_FINALIZE"))  # the older generation, late
+    assert len(bucket.messages(4)) == 4, "all four notifications are in before the run"
     two = sync(bucket, target, tmp_path)
     state = documents(target)
     assert set(state) == {uri + "policy.md", uri + "faq page.html"}
@@ -132,8 +141,9 @@ def test_an_overwritten_generation_is_superseded_and_never_fetched_as_newer(tmp_
     bucket = Bucket(fake_gcs)
     target = QdrantTarget(tmp_path)
     bucket.upload("notes.txt", b"First draft, soon replaced.")
-    old_finalize = notification(bucket.messages(), "notes.txt", "OBJECT_FINALIZE")
+    old_finalize = notification(bucket.messages(1), "notes.txt", "OBJECT_FINALIZE")
     newer = bucket.upload("notes.txt", b"Final text.")
+    bucket.messages(3)  # finalize g1, the overwrite notice of g1, finalize g2: all in before the run
     summary = sync(bucket, target, tmp_path)
     assert documents(target) == {f"gs://{bucket.name}/notes.txt": ({newer}, {"Final text."})}
     assert summary.accounted and summary.events_dead_lettered == 0
@@ -148,7 +158,7 @@ def test_missing_unsupported_and_oversize_objects(tmp_path: Path, fake_gcs: tupl
     target = QdrantTarget(tmp_path)
     bucket.upload("diagram.png", b"\x89PNG\r\n\x1a\n", "image/png")
     bucket.upload("big.txt", b"x" * 5000)
-    attributes, data = notification(bucket.messages(), "big.txt", "OBJECT_FINALIZE")
+    attributes, data = notification(bucket.messages(2), "big.txt", "OBJECT_FINALIZE")
     bucket.publish({**attributes, "bucketId": "no-such-bucket", "objectId": "orphan.txt"}, data)
     summary = sync(bucket, target, tmp_path, "--max_document_bytes", "4096", "--allow_bucket", "gs://no-such-bucket")
     letters = {d["doc_id"].rsplit("/", 1)[1]: (d["stage"], d["error_type"], d["error"])
@@ -165,6 +175,7 @@ def test_missing_unsupported_and_oversize_objects(tmp_path: Path, fake_gcs: tupl
 def test_a_bucket_outside_the_allow_list_is_never_read(tmp_path: Path, fake_gcs: tuple[str, str]):
     bucket = Bucket(fake_gcs)
     bucket.upload("secret.txt", b"Not for the index.")
+    bucket.messages(1)
     summary = run(["--source", "pubsub", "--pubsub_subscription", bucket.subscription, "--notifications", "gcs",
                    "--allow_bucket", "gs://some-other", "--qdrant_path", str(tmp_path / "store"),
                    "--dead_letters", str(tmp_path / "dead.jsonl"), *SMALL])
