@@ -150,9 +150,8 @@ def test_an_object_outside_the_allowed_buckets_is_never_read(tmp_path: Path, mot
 
 
 def test_a_run_killed_mid_way_is_rerun_without_loss(tmp_path: Path, moto_server: str):
-    """The first run is SIGKILLed while messages are in flight (received, not deleted), after longer than
-    their visibility timeout (kept hidden meanwhile by extending it); once it runs out, the rerun receives
-    them again and the store ends exactly in sync."""
+    """The first run is SIGKILLed while messages are in flight (received, not deleted); once their visibility
+    timeout runs out, the rerun receives them again and the store ends exactly in sync."""
     bucket = Bucket()
     target = QdrantTarget(tmp_path)
     texts = {f"doc-{i}.txt": f"Document {i}: " + " ".join(f"word{i}x{j}" for j in range(40)) for i in range(12)}
@@ -175,14 +174,9 @@ def test_a_run_killed_mid_way_is_rerun_without_loss(tmp_path: Path, moto_server:
             break
         time.sleep(0.05)
     assert proc.poll() is None and in_flight, "the run was still going, with messages in flight"
-    time.sleep(3)
-    visible = int(bucket.sqs.get_queue_attributes(QueueUrl=bucket.queue_url, AttributeNames=[
-        "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
-    assert proc.poll() is None, "the run was still going after longer than the visibility timeout"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert visible == 0, "the visibility timeout of messages in flight was extended"
-    assert bucket.left() > 0, "the killed run did not delete every message"
+    assert bucket.left() == len(texts), "the killed run deleted no message"
     time.sleep(2.5)  # the killed run's visibility timeout runs out
     summary = run(args)
     state = documents(target)
@@ -253,3 +247,29 @@ def test_an_unreachable_s3_endpoint_is_a_fetch_dead_letter_after_bounded_retries
         fetch.teardown()
     assert out.tag == "dead_letters" and out.value.stage == "fetch" and out.value.attempts == 3
     assert "EndpointConnectionError" in out.value.error_type and time.monotonic() - started < 15
+
+
+def test_messages_in_flight_stay_hidden_past_their_visibility_timeout_until_the_run_ends(moto_server: str):
+    """The reader's lease keeper extends the visibility timeout of the messages it holds; once the reader is
+    torn down (the run ended without deleting them) they reappear."""
+    from connectors.sqs import SqsConfig, _Receive
+
+    bucket = Bucket()
+    bucket.put("a.txt", b"Alpha.")
+    bucket.put("b.txt", b"Bravo.")
+    reader = _Receive(SqsConfig(queue_url=bucket.queue_url, visibility_timeout_s=2, wait_time_s=1))
+
+    def visible() -> int:
+        return int(bucket.sqs.get_queue_attributes(QueueUrl=bucket.queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+
+    reader.setup()
+    try:
+        records = [r for r in reader.process(None) if not hasattr(r, "tag")]
+        assert len(records) == 2 and visible() == 0  # the s3:TestEvent was deleted, the two are held
+        time.sleep(4)  # twice the visibility timeout
+        assert visible() == 0, "the visibility timeout of messages in flight was extended"
+    finally:
+        reader.teardown()
+    time.sleep(2.5)
+    assert visible() == 2, "released at the end of the run, the messages are delivered again"
