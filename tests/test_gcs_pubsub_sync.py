@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.main import run
 from tests.conftest import read_dead_letters
-from tests.sink_targets import PgVectorTarget, QdrantTarget
+from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget
 from tests.test_pubsub_source import left_on_subscription
 
 LONG = " ".join(f"Clause {i}: returns within {i + 10} days need the receipt." for i in range(12))
@@ -75,9 +75,17 @@ class Bucket:
         pubsub_v1.PublisherClient().publish(self.topic, data, **attributes).result(30)
 
 
-@pytest.fixture(params=["qdrant", "pgvector"])
+@pytest.fixture(params=["qdrant", "pgvector", "pinecone", "mongodb"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    made: Any = QdrantTarget(tmp_path) if request.param == "qdrant" else PgVectorTarget(request.getfixturevalue("pg_uri"))
+    """Every sink (the same targets as tests/test_sink_contract.py)."""
+    if request.param == "qdrant":
+        made: Any = QdrantTarget(tmp_path)
+    elif request.param == "pgvector":
+        made = PgVectorTarget(request.getfixturevalue("pg_uri"))
+    elif request.param == "pinecone":
+        made = PineconeTarget()
+    else:
+        made = MongoTarget(request.getfixturevalue("mongo_server"))
     yield made
     made.close()
 
