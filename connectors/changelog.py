@@ -2,8 +2,11 @@
 documents.
 
 A change-log yields one record per non-blank line, with its file and 1-based line number; blank lines are
-not records. A folder yields one upsert per regular file (hidden files and folders skipped): `doc_id` is the
-path relative to the folder, `version` its modification time in ns (a local file's `st_mtime_ns`; on other
+not records. A folder yields one upsert per regular file (hidden files and folders skipped) whose type has an
+extractor (`transforms.extract`: txt, md, HTML as visible text, JSON strings, PDF, DOCX, and registered
+ones), its text extracted exactly as for a fetched object (a broken file is dead-lettered, stage `extract`);
+a file of any other type (images, fonts, archives, CSS, SVG, ...) is skipped, never read, and counted in the
+summary under `skipped` with its type. `doc_id` is the path relative to the folder, `version` its modification time in ns (a local file's `st_mtime_ns`; on other
 filesystems, `gs://`, `s3://`, the `last_updated_in_seconds` Beam's FileSystems reports, in ns). Files are
 matched and read on the workers, through Beam's FileSystems, never on the launcher. A folder run never
 deletes documents whose files are gone (use a change-log with delete events for that).
@@ -13,7 +16,7 @@ The default input, the shipped sample, is package data: each worker reads its ow
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -22,6 +25,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import counters
+from transforms.extract import ExtractionError, extract_text, extractor_for
 from transforms.stages import DEAD_LETTERS, DEFAULT_MAX_DOCUMENT_BYTES, ENVELOPE_BYTES, KEPT_PAYLOAD_BYTES
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
@@ -145,6 +149,12 @@ class _ReadDocumentFiles(beam.DoFn):
 
     def process(self, listed: tuple[str, FileMetadata]) -> Iterator[Any]:
         relative, meta = listed
+        try:
+            extractor_for(relative)
+        except ExtractionError:
+            suffix = PurePosixPath(relative).suffix.lower() or "(no suffix)"
+            counters.skipped_counter(f"folder file of unsupported type {suffix}").inc()
+            return
         self._read.inc()
         path = meta.path
         source = SourceRef(system="folder", position={"file": path, "doc_id": relative})
@@ -170,14 +180,19 @@ class _ReadDocumentFiles(beam.DoFn):
 
 
 def parse_document_file(payload: bytes, source: SourceRef) -> Iterator[object]:
-    """A folder file → an upsert `ChangeEvent`, or a `parse` dead letter (not UTF-8, or empty)."""
+    """A folder file → an upsert `ChangeEvent` with the text extracted by its type, an `extract` dead letter
+    (unsupported type, broken file: not UTF-8 text, a broken PDF, ...) or a `parse` dead letter (no text)."""
+    doc_id = str(source.position["doc_id"])
     try:
-        text = payload.decode("utf-8")
-        yield ChangeEvent(doc_id=str(source.position["doc_id"]), op="upsert",
-                          version=int(source.position["mtime_ns"]), text=text,
-                          metadata={"path": str(source.position["doc_id"])}, source=source, raw=payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        yield DeadLetter.of("parse", exc, payload, source)
+        text = extract_text(doc_id, payload)
+    except ExtractionError as exc:
+        yield DeadLetter.of("extract", exc, payload, source, doc_id=doc_id)
+        return
+    try:
+        yield ChangeEvent(doc_id=doc_id, op="upsert", version=int(source.position["mtime_ns"]), text=text,
+                          metadata={"path": doc_id}, source=source, raw=payload)
+    except ValueError as exc:
+        yield DeadLetter.of("parse", exc, payload, source, doc_id=doc_id)
 
 
 class ReadDocumentFolder(beam.PTransform):

@@ -37,6 +37,7 @@ HELP = {
     counters.VECTORS_UPSERTED: "vectors upserted",
     counters.VECTORS_DELETED: "vectors deleted",
     counters.SINK_RETRIES: "store writes retried",
+    "inputs_skipped": "inputs that are neither a change nor an error (an unsupported file type, a test event)",
 }
 
 
@@ -57,7 +58,12 @@ def render(backlog: Optional[dict[tuple[tuple[str, str], ...], int]] = None) -> 
     totals = counters.live_totals()
     series: dict[str, list[str]] = {}
     for (namespace, name), value in sorted(totals["counters"].items()):
-        labels = () if namespace == counters.NAMESPACE else (("sink", namespace.removeprefix("sink:")),)
+        if namespace == counters.SKIPPED_NAMESPACE:
+            name, labels = "inputs_skipped", (("reason", name),)
+        elif namespace == counters.NAMESPACE:
+            labels = ()
+        else:
+            labels = (("sink", namespace.removeprefix("sink:")),)
         series.setdefault(_metric_name(name) + "_total", []).append(f"{_labels(labels)} {value}")
     lines = []
     for metric, samples in series.items():

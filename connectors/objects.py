@@ -4,16 +4,20 @@ Every URI goes through the allow-list first (`transforms.uri_policy.UriPolicy`, 
 `--allow_bucket`, `--allow_azure_account`): a URI outside it is dead-lettered (stage `fetch`, error type
 `UriNotAllowed`, the reason) and never read; by default nothing is allowed. What the policy resolved is
 read: Azure Blob with azure-storage-blob (the connection string's credentials for its own account only, else
-a SAS in the URL or public access); `gs://` and `s3://` through Beam's FileSystems (the `gcp` and `aws`
-extras of apache-beam); local files (resolved, regular files only) directly.
+a SAS in the URL or public access); `gs://` with google-cloud-storage (connectors/gcs.py: the generation a
+GCS notification names, `STORAGE_EMULATOR_HOST` for an emulator) and `s3://` with boto3 (connectors/s3.py:
+the version an S3 event names, if any; `AWS_ENDPOINT_URL_S3` for an emulator or an S3-compatible store);
+local files (resolved, regular files only) directly.
 
 Each object costs bounded time: Azure requests have connect and read timeouts and no SDK retries, and the
 retries here (transient errors, with backoff) stop once `retry.max_elapsed_s` has passed, so an unreachable
 endpoint is a dead letter after seconds and the other records go on. An object that no longer exists was
-deleted after the event: the event is superseded (the delete event that follows removes the document). An
+deleted after the event: the event is superseded (the delete event that follows removes the document); a
+GCS generation or S3 version that no longer exists was overwritten or deleted, so the same holds. An object
+in a bucket that does not exist is dead-lettered (stage `fetch`, `BucketMissing`). An
 object larger than `max_document_bytes`, an unsupported type, a broken file or a fetch that keeps failing is
 dead-lettered (stages `fetch` and `extract`) with the reason. The object's container/bucket, key, content
-type, size and etag land in the event metadata.
+type, size and etag (and a GCS generation, an S3 version id) land in the event metadata.
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ from transforms.uri_policy import AzureBlob, BucketObject, LocalFile, UriPolicy,
 
 class ObjectMissing(Exception):
     """The object does not exist (any more)."""
+
+
+class BucketMissing(Exception):
+    """The bucket the URI names does not exist: a configuration error, not a deleted object (dead-lettered)."""
 
 
 class ObjectTooLarge(ValueError):
@@ -74,16 +82,19 @@ class ObjectFetcher:
     def __init__(self, config: FetchConfig) -> None:
         self._config = config
         self._azure: Any = None
+        self._s3: Any = None
+        self._gcs: Any = None
 
-    def fetch(self, uri: str) -> tuple[bytes, dict[str, Any]]:
-        """`(bytes, {"content_type", "size", "etag"})`; raises `UriNotAllowed` (before any read),
-        `ObjectMissing` or `ObjectTooLarge`."""
+    def fetch(self, uri: str, metadata: Optional[dict[str, Any]] = None) -> tuple[bytes, dict[str, Any]]:
+        """`(bytes, {"content_type", "size", "etag", ...})`; raises `UriNotAllowed` (before any read),
+        `ObjectMissing` or `ObjectTooLarge`. `metadata`: the event's, whose `generation` (GCS) or `version_id`
+        (S3) names the exact object version to read."""
         connection = self._config.connection_string()
         target = self._config.allow.resolve(uri, azure_endpoint(connection) if connection else None)
         if isinstance(target, AzureBlob):
             return self._fetch_azure(uri, target, connection)
         if isinstance(target, BucketObject):
-            return self._fetch_bucket(target)
+            return self._fetch_bucket(target, metadata or {})
         return self._fetch_local(uri, target)
 
     def _fetch_azure(self, uri: str, target: AzureBlob, connection: Optional[str]) -> tuple[bytes, dict[str, Any]]:
@@ -107,21 +118,27 @@ class ObjectFetcher:
         return data, {"content_type": props.content_settings.content_type, "size": props.size,
                       "etag": (props.etag or "").strip('"')}
 
-    def _fetch_bucket(self, target: BucketObject) -> tuple[bytes, dict[str, Any]]:
-        """Exactly the named object (no glob expansion), through Beam's FileSystems."""
-        from apache_beam.io.filesystems import FileSystems
+    def _fetch_bucket(self, target: BucketObject, metadata: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """Exactly the named object (no glob expansion): `gs://` with google-cloud-storage, `s3://` with boto3."""
+        key = target.uri.split("://", 1)[1].partition("/")[2]
+        if not key:
+            raise ValueError(f"{target.uri} names a bucket, not an object")
+        limit = self._config.max_document_bytes
+        if target.uri.startswith("gs://"):
+            from connectors import gcs
 
-        filesystem = FileSystems.get_filesystem(target.uri)
-        if not filesystem.exists(target.uri):
-            raise ObjectMissing(target.uri)
-        self._check_size(target.uri, filesystem.metadata(target.uri).size_in_bytes)
-        try:
-            with filesystem.open(target.uri) as fh:
-                data = fh.read(self._config.max_document_bytes + 1)
-        except FileNotFoundError as exc:
-            raise ObjectMissing(target.uri) from exc
-        self._check_size(target.uri, len(data))
-        return data, {"size": len(data)}
+            if self._gcs is None:
+                self._gcs = gcs.client()
+            generation = metadata.get("generation")
+            return gcs.read_object(self._gcs, target.uri, target.bucket, key,
+                                   int(generation) if generation is not None else None, limit, self._check_size,
+                                   (self._config.connect_timeout_s, self._config.read_timeout_s))
+        from connectors import s3
+
+        if self._s3 is None:
+            self._s3 = s3.client(self._config.connect_timeout_s, self._config.read_timeout_s)
+        return s3.read_object(self._s3, target.uri, target.bucket, key, metadata.get("version_id"), limit,
+                              self._check_size)
 
     def _fetch_local(self, uri: str, target: LocalFile) -> tuple[bytes, dict[str, Any]]:
         """The resolved path, opened without following a symlink put there since, and only a regular file."""
@@ -148,6 +165,14 @@ class ObjectFetcher:
     def is_transient(self, error: BaseException) -> bool:
         from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
+        if type(error).__module__.startswith(("botocore", "boto3")):
+            from connectors import s3
+
+            return s3.is_transient(error)
+        if type(error).__module__.startswith(("google.", "requests")):
+            from connectors import gcs
+
+            return gcs.is_transient(error)
         if isinstance(error, HttpResponseError) and error.status_code is not None:
             return is_transient_status(error.status_code, 412)  # 412: changed mid-read
         return isinstance(error, (ServiceRequestError, ServiceResponseError, TimeoutError, ConnectionError))
@@ -156,6 +181,12 @@ class ObjectFetcher:
         if self._azure is not None:
             self._azure.close()
             self._azure = None
+        if self._s3 is not None:
+            self._s3.close()
+            self._s3 = None
+        if self._gcs is not None:
+            self._gcs.close()
+            self._gcs = None
 
 
 def _if_match() -> Any:
@@ -189,7 +220,8 @@ class FetchContent(beam.DoFn):
 
     def _fetch(self, event: ChangeEvent, uri: str) -> Iterator[Any]:
         try:
-            (data, details), _ = call_with_retries(lambda: self._fetcher.fetch(uri), self._fetcher.is_transient,
+            (data, details), _ = call_with_retries(lambda: self._fetcher.fetch(uri, event.metadata),
+                                                   self._fetcher.is_transient,
                                                    self._config.retry)
         except GaveUp as failure:
             if isinstance(failure.cause, ObjectMissing):

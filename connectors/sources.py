@@ -3,7 +3,8 @@ parser that turns them into change events, and says how a finished record is ack
 
 A record is finished once it is applied to every sink, superseded, or dead-lettered; the graph collects
 the `SourceRef`s of finished records and hands them, with the refs of every record read, to the source's
-`acknowledge` transform (Kafka commits offsets, Redis Streams XACKs, Pub/Sub acks). A crash before that
+`acknowledge` transform (Kafka commits offsets, Redis Streams XACKs, Pub/Sub acks, Azure queues and SQS
+delete messages). A crash before that
 leaves the records unacknowledged, so the next run reads them again; sinks are idempotent, so that is
 harmless.
 
@@ -74,7 +75,7 @@ class SourceConfig(BaseModel):
 
 
 class BoundedReadSettings(SourceConfig):
-    """The caps of a bounded read that receives (Redis Streams, Pub/Sub pull, Azure queue): it ends after
+    """The caps of a bounded read that receives (Redis Streams, Pub/Sub pull, Azure queue, SQS): it ends after
     `max_records` records or `max_read_seconds` of reading (None: no cap), whichever comes first, and a
     record delivered more than `max_delivery_attempts` times is dead-lettered unprocessed."""
 
@@ -115,7 +116,7 @@ def too_many_deliveries(deliveries: int, limit: int, payload: bytes, source: Sou
 
 
 class LeaseKeeper:
-    """Keeps the leases (Pub/Sub ack deadlines, Azure visibility timeouts) of records read and not yet
+    """Keeps the leases (Pub/Sub ack deadlines, Azure and SQS visibility timeouts) of records read and not yet
     acknowledged, for as long as they are in flight: a daemon thread calls `extend` with the held
     `[(key, handle)]` whose lease is half spent (in groups of `group`), every quarter lease, and keeps the
     handles it returns (Azure gives a new pop receipt each time; a key missing from the result is dropped:

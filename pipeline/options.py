@@ -28,14 +28,15 @@ from connectors.pinecone import PineconeConfig
 from connectors.pubsub import PubSubConfig
 from connectors.qdrant import DEFAULT_PATH, QdrantConfig
 from connectors.redis_streams import RedisStreamConfig
+from connectors.sqs import SqsConfig
 from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 from transforms.embedding import DEFAULT_CALL_COST_TOKENS
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
 SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
-StreamSource = Annotated[Union[RedisStreamConfig, KafkaConfig, PubSubConfig, AzureQueueConfig],
+StreamSource = Annotated[Union[RedisStreamConfig, KafkaConfig, PubSubConfig, AzureQueueConfig, SqsConfig],
                          Field(discriminator="type")]
-SOURCES = ("changelog", "redis", "kafka", "pubsub", "azure_queue")
+SOURCES = ("changelog", "redis", "kafka", "pubsub", "azure_queue", "sqs")
 
 
 class SyncConfig(BaseModel):
@@ -90,7 +91,7 @@ class SyncConfig(BaseModel):
 ANY_SOURCE = "*"
 """In `_SOURCE_FLAGS`: the flag sets the field of whichever source is chosen, if that source has the field."""
 _SOURCE_CLASSES = {c.model_fields["type"].default: c
-                   for c in (RedisStreamConfig, KafkaConfig, PubSubConfig, AzureQueueConfig)}
+                   for c in (RedisStreamConfig, KafkaConfig, PubSubConfig, AzureQueueConfig, SqsConfig)}
 
 # Flags that set a sink's field: flag → (sink type, field). Read from the environment where noted.
 _SINK_FLAGS: dict[str, tuple[str, str]] = {
@@ -109,7 +110,8 @@ _SOURCE_FLAGS: dict[str, tuple[str, str]] = {
     "max_records": (ANY_SOURCE, "max_records"), "max_read_seconds": (ANY_SOURCE, "max_read_seconds"),
     "max_delivery_attempts": (ANY_SOURCE, "max_delivery_attempts"),
     "pubsub_subscription": ("pubsub", "subscription"), "pubsub_native": ("pubsub", "native"),
-    "azure_queue": ("azure_queue", "queue"), "azure_connection_string": ("azure_queue", "connection_string"),
+    "azure_queue": ("azure_queue", "queue"), "sqs_queue_url": ("sqs", "queue_url"),
+    "sqs_wait_seconds": ("sqs", "wait_time_s"), "azure_connection_string": ("azure_queue", "connection_string"),
     "kafka_bootstrap": ("kafka", "bootstrap"), "kafka_topic": ("kafka", "topics"), "kafka_group": ("kafka", "group"),
     "kafka_stop_at_end": ("kafka", "stop_at_end"), "kafka_json_schema": ("kafka", "json_schema"),
     "doc_id_field": ("kafka", "doc_id_field"), "text_fields": ("kafka", "text_fields"),
@@ -160,19 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--redis_claim_idle_ms", type=int,
                      help="claim entries pending on other consumers idle this long (default: 60000)")
     src.add_argument("--max_records", type=int,
-                     help="--source redis, pubsub or azure_queue: stop reading after this many records "
+                     help="--source redis, pubsub, azure_queue or sqs: stop reading after this many records "
                           "(messages; default: 10000)")
     src.add_argument("--max_read_seconds", type=float,
-                     help="--source redis, pubsub or azure_queue: stop reading after this many seconds, so a "
+                     help="--source redis, pubsub, azure_queue or sqs: stop reading after this many seconds, so a "
                           "run ends under steady traffic (default: 300)")
     src.add_argument("--max_delivery_attempts", type=int,
                      help="a record delivered more often than this (Redis delivery count, Pub/Sub delivery "
-                          "attempt, Azure dequeue count, Kafka runs started at its offset) is dead-lettered "
+                          "attempt, Azure dequeue count, SQS receive count, Kafka runs started at its offset) is dead-lettered "
                           "unprocessed and acknowledged (default: 5)")
     src.add_argument("--pubsub_subscription", help="projects/P/subscriptions/S for --source pubsub")
     src.add_argument("--pubsub_native", **SWITCH,
                      help="use Beam's ReadFromPubSub (Dataflow, streaming) instead of the pull-and-ack-after-apply reader")
     src.add_argument("--azure_queue", help="Azure Storage Queue receiving Event Grid notifications (--source azure_queue)")
+    src.add_argument("--sqs_queue_url", help="SQS queue URL receiving S3 event notifications (--source sqs); "
+                                             "region, credentials and endpoint from the AWS chain")
+    src.add_argument("--sqs_wait_seconds", type=int,
+                     help="--source sqs: long-poll wait per receive, 0-20; the run ends after one empty wait "
+                          "(default: 10)")
     src.add_argument("--azure_connection_string",
                      help="Azure Storage connection string for the queue and blob fetches, a secret: env:NAME, "
                           "file:PATH or gcp-secret:... (default: env:AZURE_STORAGE_CONNECTION_STRING)")

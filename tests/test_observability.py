@@ -42,12 +42,14 @@ def test_live_counters_render_as_prometheus_text_with_sink_labels_latency_and_ba
     counters.counter(counters.RECORDS_READ).inc(3)
     counters.sink_counter('pg "main"', counters.VECTORS_UPSERTED).inc(5)
     counters.sink_latency("pgvector").update(12)
+    counters.skipped_counter("unsupported .svg").inc(2)
     text = render({(("topic", "docs"), ("partition", "0")): 7})
     assert "# TYPE vector_sync_records_read_total counter" in text
     assert metric(text, "vector_sync_records_read_total") >= 3
     assert metric(text, "vector_sync_vectors_upserted_total", '{sink="pg \\"main\\""}') >= 5
     assert metric(text, "vector_sync_sink_write_latency_ms_count", '{sink="pgvector"}') >= 1
     assert metric(text, "vector_sync_source_backlog", '{topic="docs",partition="0"}') == 7
+    assert metric(text, "vector_sync_inputs_skipped_total", '{reason="unsupported .svg"}') >= 2
 
 
 def test_ready_is_503_with_the_reason_until_the_run_reached_its_sinks_and_source():

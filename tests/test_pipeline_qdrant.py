@@ -114,7 +114,7 @@ def test_folder_input_upserts_each_file_and_dead_letters_undecodable_ones(tmp_pa
     summary = sync(tmp_path, docs)
     assert set(docs_in(read_points(tmp_path / "store"))) == {"one.md", "sub/two.txt"}
     (letter,) = read_dead_letters(tmp_path / "dead.jsonl")
-    assert letter["stage"] == "parse" and letter["source"]["position"]["doc_id"] == "bad.txt"
+    assert letter["stage"] == "extract" and letter["source"]["position"]["doc_id"] == "bad.txt"
     assert (summary.records_read, summary.events_applied, summary.dead_letters) == (3, 2, 1)
 
 

@@ -92,6 +92,15 @@ def counter(name: str) -> LiveCounter:
     return LiveCounter(NAMESPACE, name)
 
 
+SKIPPED_NAMESPACE = f"{NAMESPACE}:skipped"
+"""Inputs that are no change and not an error, never read as records (a binary file in a folder, an S3 test
+event): one counter per reason, the counter's name; the summary lists them."""
+
+
+def skipped_counter(reason: str) -> LiveCounter:
+    return LiveCounter(SKIPPED_NAMESPACE, reason)
+
+
 def sink_namespace(sink: str) -> str:
     return f"sink:{sink}"
 

@@ -3,11 +3,20 @@ later), whatever carried them (Kafka, Pub/Sub, Redis Streams, a JSONL file, an A
 
 - Azure Event Grid, Event Grid schema or CloudEvents 1.0: `Microsoft.Storage.BlobCreated` → upsert,
   `Microsoft.Storage.BlobDeleted` → delete; doc_id and uri = `data.url`; version from `data.sequencer`.
-- GCS Pub/Sub notifications: `OBJECT_FINALIZE` → upsert, `OBJECT_DELETE` → delete (attributes
-  `eventType`, `bucketId`, `objectId`, `objectGeneration`; from Pub/Sub message attributes, or a JSON
-  `{"attributes": ..., "data": ...}` envelope); doc_id and uri = `gs://bucket/object`; version = generation.
+- GCS Pub/Sub notifications (JSON_API_V1): `OBJECT_FINALIZE` → upsert, `OBJECT_DELETE` and `OBJECT_ARCHIVE`
+  → delete (attributes `eventType`, `bucketId`, `objectId`, `objectGeneration`; from Pub/Sub message
+  attributes, or a JSON `{"attributes": ..., "data": ...}` envelope); doc_id and uri = `gs://bucket/object`;
+  version = generation, kept as `generation` in the metadata (the fetch reads exactly that generation). A
+  delete or archive with `overwrittenByGeneration` (an overwrite, not a removal) is an upsert of the newer
+  generation, so the document never disappears in between.
 - S3 event notifications: `ObjectCreated:*` → upsert, `ObjectRemoved:*` → delete; `object.key` is
-  URL-decoded (`+` is a space); doc_id and uri = `s3://bucket/key`; version from `object.sequencer`.
+  URL-decoded (`+` is a space); doc_id and uri = `s3://bucket/key`; version from `object.sequencer`. The same
+  events as EventBridge delivers them (`source` `aws.s3`, `detail-type` `Object Created` / `Object Deleted`;
+  the key is not URL-encoded there), and either shape inside an SNS envelope (`{"Type": "Notification",
+  "Message": "..."}`), are parsed the same way. An S3-compatible store that sends no sequencer (moto, some
+  MinIO versions) gets the event time in microseconds as the version: changes within one millisecond are
+  then ordered only by the tie rule (a delete wins). `s3:TestEvent` (sent when a notification is configured)
+  is no change: `is_s3_test_event` tells a source to acknowledge it without parsing.
 
 Sequencers are hexadecimal strings ordered per object. They become integer versions in the same order: an
 Azure sequencer (two 64-bit halves) packs as `high << 40 | low`, an S3 sequencer is its value; one that
@@ -18,6 +27,8 @@ dead-lettered with the reason `not a create or delete`.
 from __future__ import annotations
 
 import base64
+import json
+from datetime import datetime
 from typing import Any, Iterator, Optional, Union
 from urllib.parse import unquote, unquote_plus, urlparse
 
@@ -113,7 +124,7 @@ def from_event_grid(obj: dict[str, Any], source: SourceRef, payload: bytes) -> C
 
 # --- GCS -----------------------------------------------------------------------------------------------------
 
-GCS_OPS = {"OBJECT_FINALIZE": "upsert", "OBJECT_DELETE": "delete"}
+GCS_OPS = {"OBJECT_FINALIZE": "upsert", "OBJECT_DELETE": "delete", "OBJECT_ARCHIVE": "delete"}
 
 
 ATTRIBUTE_PREFIX = "attr."
@@ -148,10 +159,26 @@ def from_gcs(attributes: dict[str, str], resource: dict[str, Any], source: Sourc
     bucket, name, generation = attributes.get("bucketId"), attributes.get("objectId"), attributes.get("objectGeneration")
     if not bucket or not name or not generation:
         raise NotificationError("GCS notification without bucketId, objectId or objectGeneration")
-    metadata = {"bucket": bucket, "key": name, "content_type": resource.get("contentType"),
+    newer = attributes.get("overwrittenByGeneration")
+    if op == "delete" and newer:  # overwritten, not removed: the object now holds generation `newer`
+        return _event(f"gs://{bucket}/{name}", "upsert", _generation(newer), {
+            "bucket": bucket, "key": name, "generation": _generation(newer),
+            "event_time": attributes.get("eventTime")}, source, payload)
+    metadata = {"bucket": bucket, "key": name, "generation": _generation(generation),
+                "content_type": resource.get("contentType"),
                 "size": int(resource["size"]) if resource.get("size") else None, "etag": resource.get("etag"),
                 "event_time": attributes.get("eventTime")}
-    return _event(f"gs://{bucket}/{name}", op, int(generation), metadata, source, payload)
+    return _event(f"gs://{bucket}/{name}", op, _generation(generation), metadata, source, payload)
+
+
+def _generation(value: str) -> int:
+    try:
+        generation = int(value)
+    except ValueError as exc:
+        raise NotificationError(f"GCS generation {value!r} is not an integer") from exc
+    if not 0 <= generation <= MAX_VERSION:
+        raise NotificationError(f"GCS generation {value!r} does not fit a 63-bit version")
+    return generation
 
 
 # --- S3 ------------------------------------------------------------------------------------------------------
@@ -161,19 +188,71 @@ def is_s3(obj: Any) -> bool:
         isinstance(r, dict) and "s3" in r for r in obj["Records"])
 
 
+def is_s3_test_event(payload: bytes) -> bool:
+    """Whether a message is the `s3:TestEvent` S3 sends when a notification is configured (no change)."""
+    if b"s3:TestEvent" not in payload:
+        return False
+    try:
+        obj = _unwrap_sns(json.loads(payload))
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("Event") == "s3:TestEvent"
+
+
+def _unwrap_sns(obj: Any) -> Any:
+    """The message inside an SNS envelope (S3 → SNS → SQS without raw delivery); anything else as is."""
+    if isinstance(obj, dict) and obj.get("Type") == "Notification" and isinstance(obj.get("Message"), str):
+        return load_json(obj["Message"])
+    return obj
+
+
+def _event_time_version(when: Any) -> int:
+    """An ISO-8601 event time as microseconds since the epoch (the version when there is no sequencer)."""
+    try:
+        moment = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise NotificationError(f"S3 event without object.sequencer and with no usable eventTime ({when!r})") from exc
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _s3_event(op: str, bucket: Any, key: Any, sequencer: Any, when: Any, details: dict[str, Any],
+              source: SourceRef, payload: bytes) -> ChangeEvent:
+    if not bucket or not key:
+        raise NotificationError("S3 event without bucket name or object key")
+    version = s3_sequencer_version(str(sequencer)) if sequencer else _event_time_version(when)
+    metadata = {"bucket": bucket, "key": key, "event_time": when, **details}
+    return _event(f"s3://{bucket}/{key}", op, version, metadata, source, payload)
+
+
 def from_s3_record(record: dict[str, Any], source: SourceRef, payload: bytes) -> ChangeEvent:
     name = str(record.get("eventName", ""))
     op = "upsert" if name.startswith("ObjectCreated:") else "delete" if name.startswith("ObjectRemoved:") else None
     if op is None:
         raise NotificationError(f"S3 event {name!r} is not a create or delete")
     s3 = record["s3"]
-    bucket, obj = s3.get("bucket", {}).get("name"), s3.get("object", {})
-    if not bucket or not obj.get("key") or not obj.get("sequencer"):
-        raise NotificationError("S3 event without bucket.name, object.key or object.sequencer")
-    key = unquote_plus(obj["key"])
-    metadata = {"bucket": bucket, "key": key, "size": obj.get("size"), "etag": obj.get("eTag"),
-                "version_id": obj.get("versionId"), "event_time": record.get("eventTime")}
-    return _event(f"s3://{bucket}/{key}", op, s3_sequencer_version(obj["sequencer"]), metadata, source, payload)
+    obj = s3.get("object", {})
+    return _s3_event(op, s3.get("bucket", {}).get("name"), unquote_plus(obj.get("key") or ""), obj.get("sequencer"),
+                     record.get("eventTime"), {"size": obj.get("size"), "etag": obj.get("eTag"),
+                                               "version_id": obj.get("versionId")}, source, payload)
+
+
+EVENTBRIDGE_OPS = {"Object Created": "upsert", "Object Deleted": "delete"}
+
+
+def is_eventbridge_s3(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("source") == "aws.s3" and isinstance(obj.get("detail"), dict)
+
+
+def from_eventbridge(obj: dict[str, Any], source: SourceRef, payload: bytes) -> ChangeEvent:
+    kind = obj.get("detail-type")
+    op = EVENTBRIDGE_OPS.get(str(kind))
+    if op is None:
+        raise NotificationError(f"EventBridge S3 event {kind!r} is not a create or delete")
+    detail = obj["detail"]
+    o = detail.get("object") or {}
+    return _s3_event(op, (detail.get("bucket") or {}).get("name"), o.get("key"), o.get("sequencer"), obj.get("time"),
+                     {"size": o.get("size"), "etag": o.get("etag"), "version_id": o.get("version-id")},
+                     source, payload)
 
 
 # --- entry point ---------------------------------------------------------------------------------------------
@@ -210,12 +289,16 @@ class NotificationParser:
         text = payload.decode("utf-8").strip()
         obj = load_json(text) if text else None
         fmt = self._format
+        if fmt in ("auto", "s3"):
+            obj = _unwrap_sns(obj)
         gcs = gcs_attributes(obj, source) if fmt in ("auto", "gcs") else None
         if gcs is not None:
             yield lambda ref: from_gcs(gcs[0], gcs[1], ref, payload)
         elif fmt in ("auto", "s3") and is_s3(obj):
             for record in obj["Records"]:
                 yield lambda ref, r=record: from_s3_record(r, ref, payload)
+        elif fmt in ("auto", "s3") and is_eventbridge_s3(obj):
+            yield lambda ref: from_eventbridge(obj, ref, payload)
         elif fmt in ("auto", "eventgrid") and (is_event_grid(obj) or (
                 isinstance(obj, list) and obj and all(is_event_grid(e) for e in obj))):
             for event in (obj if isinstance(obj, list) else [obj]):
