@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field
 
-from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_ID, document_point_id, scheme_mismatch
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 STATE_SUFFIX = "__sync_state"
 DUPLICATE_KEY = 11000
+NO_VECTOR_SEARCH = ("$vectorSearch", "search index not found", "Unsupported aggregation stage")
+"""Words of the error a server without Atlas Search (or without the index) gives a `$vectorSearch` stage."""
 # Server error codes worth retrying: network, elections, shutdowns, write conflicts, time limits, throttling.
 TRANSIENT_CODES = frozenset({6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500})
 
@@ -228,6 +230,51 @@ class MongoStore(VectorStore):
 
     def count(self) -> int:
         return int(self._chunks.count_documents({}))
+
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """An Atlas `$vectorSearch` on the sink's search index with the filter as a pre-filter (Atlas needs each
+        filtered path declared as a `filter` field of the index: `namespace` is; declare `metadata.<key>` for
+        the keys you filter on). A server without vector search (self-hosted Community, a stand-in) gets an
+        exact scan instead: every matching chunk's cosine computed here, with a warning."""
+        from pymongo.errors import OperationFailure
+
+        conditions: dict[str, Any] = {f"metadata.{key}": {"$eq": value} for key, value in (metadata or {}).items()}
+        if namespace is not None:
+            conditions["namespace"] = {"$eq": namespace or None}
+        fields = {"_id": 0, "doc_id": 1, "namespace": 1, "chunk_index": 1, "version": 1, "text": 1, "metadata": 1}
+        stage: dict[str, Any] = {"index": self._config.search_index, "path": "embedding",
+                                 "queryVector": [float(x) for x in vector], "numCandidates": max(100, 10 * limit),
+                                 "limit": int(limit)}
+        if conditions:
+            stage["filter"] = conditions
+        try:
+            found = list(self._chunks.aggregate([{"$vectorSearch": stage}, {"$project": {
+                **fields, "score": {"$meta": "vectorSearchScore"}}}]))
+            # Atlas reports cosine as (1 + cos) / 2; hits carry the cosine itself, as the other sinks'
+            scored = [(2.0 * float(d["score"]) - 1.0, d) for d in found]
+        except OperationFailure as exc:
+            if not any(words in str(exc) for words in NO_VECTOR_SEARCH):
+                raise
+            log.warning("MongoDB has no vector search here (%s): scanning every matching chunk instead",
+                        _short(exc))
+            scored = self._exact_nearest(vector, limit, conditions, fields)
+        return [SearchHit(score=score, doc_id=d["doc_id"], namespace=d.get("namespace"),
+                          chunk_index=int(d["chunk_index"]), version=int(d["version"]), text=d.get("text", ""),
+                          metadata=d.get("metadata") or {}) for score, d in scored]
+
+    def _exact_nearest(self, vector: Sequence[float], limit: int, conditions: dict[str, Any],
+                       fields: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
+        import numpy as np
+
+        query = np.asarray(vector, dtype=np.float64)
+        query /= np.linalg.norm(query) or 1.0
+        scored = []
+        for d in self._chunks.find(conditions, {**fields, "embedding": 1}):
+            stored = np.asarray(d.pop("embedding") or [], dtype=np.float64)
+            if stored.shape == query.shape:
+                scored.append((float(stored @ query / (np.linalg.norm(stored) or 1.0)), d))
+        return sorted(scored, key=lambda pair: -pair[0])[:limit]
 
 
 def _newer_version_stored(write_error: dict[str, Any]) -> bool:

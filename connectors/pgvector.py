@@ -24,11 +24,11 @@ import json
 import os
 import socket
 import threading
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field, field_validator
 
-from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms.ids import scheme_comment, scheme_in_comment, scheme_mismatch
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
@@ -313,3 +313,28 @@ class PgVectorStore(VectorStore):
         with self._transaction() as cur:
             cur.execute(self._q("SELECT count(*) FROM {table}"))
             return int(cur.fetchone()[0])
+
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """`ORDER BY embedding <=> query` (the HNSW cosine index; with pgvector >= 0.8 an iterative scan, so a
+        selective filter still fills `limit`), the metadata filter as JSONB containment (`metadata @> {...}`),
+        the namespace as an equality; score = 1 - cosine distance."""
+        import numpy as np
+
+        query = np.asarray(vector, dtype=np.float32)
+        where, params = ["t.metadata @> %s::jsonb"], [json.dumps(dict(metadata or {}))]
+        if namespace is not None:
+            where.append("t.namespace = %s")
+            params.append(namespace)
+        with self._transaction() as cur:
+            cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            version = tuple(int(part) for part in str(cur.fetchone()[0]).split(".")[:2] if part.isdigit())
+            if version >= (0, 8):  # keep scanning the HNSW graph until `limit` rows pass the filter
+                cur.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            cur.execute(self._q(
+                "SELECT 1 - (t.embedding <=> %s) AS score, t.doc_id, t.namespace, t.chunk_index, t.version, t.text, "
+                "t.metadata FROM {table} t WHERE " + " AND ".join(where) + " ORDER BY t.embedding <=> %s LIMIT %s"),
+                [query, *params, query, int(limit)])
+            return [SearchHit(score=float(score), doc_id=doc, namespace=ns or None, chunk_index=index, version=version,
+                              text=text, metadata=meta or {})
+                    for score, doc, ns, index, version, text, meta in cur.fetchall()]

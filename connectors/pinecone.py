@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field
 
-from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms import counters
 from transforms.ids import (ID_SCHEME, SCHEME_MARKER_ID, pinecone_document_prefix, pinecone_vector_id,
@@ -293,6 +293,28 @@ class PineconeStore(VectorStore):
         if isinstance(error, ApiError):
             return is_transient_status(error.status_code)
         return isinstance(error, (PineconeConnectionError, PineconeTimeoutError, TimeoutError, ConnectionError))
+
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """A query on one Pinecone namespace: `--pinecone_namespace` (then `namespace` is a metadata filter),
+        else the event namespace's own (the default one without `namespace`). The native layout keeps the
+        event metadata as a JSON string, which Pinecone cannot filter on: a metadata filter is refused."""
+        if metadata:
+            raise StoreConfigError("Pinecone's native layout stores the event metadata as one JSON string "
+                                   "(metadata_json), which Pinecone cannot filter on: filter on --namespace, or "
+                                   "write the index with another --payload_layout")
+        conditions: dict[str, Any] = {}
+        if self._config.namespace is not None and namespace is not None:
+            conditions["namespace"] = {"$eq": namespace} if namespace else {"$exists": False}
+        result = self._index.query(vector=[float(x) for x in vector], top_k=int(limit), include_metadata=True,
+                                   namespace=self._namespace(namespace), filter=conditions or None)
+        hits = []
+        for match in result.matches:
+            m = match.metadata or {}
+            hits.append(SearchHit(score=float(match.score), doc_id=str(m.get("doc_id")), namespace=m.get("namespace"),
+                                  chunk_index=int(m.get("chunk_index", -1)), version=int(m.get("version", -1)),
+                                  text=str(m.get("text", "")), metadata=json.loads(m.get("metadata_json") or "{}")))
+        return hits
 
     def count(self) -> int:
         stats = self._index.describe_index_stats()
