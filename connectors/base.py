@@ -16,11 +16,11 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transforms import counters
 from transforms.chunking import TokenChunker
@@ -101,6 +101,17 @@ class StoreConfig(BaseModel):
     payload_layout: PayloadLayout = "native"
     """How chunk records are shaped (`transforms.layouts`): `native`, or what LangChain's or LlamaIndex's
     vector store for this sink reads without glue."""
+    layouts: ClassVar[tuple[str, ...]] = ("native",)
+    """The payload layouts this sink can write."""
+
+    @field_validator("payload_layout")
+    @classmethod
+    def _layout_supported(cls, layout: str) -> str:
+        if layout not in cls.layouts:
+            sink = cls.model_fields["type"].default if "type" in cls.model_fields else cls.__name__
+            raise ValueError(f"--payload_layout {layout} is not available for the {sink} sink "
+                             f"(it writes: {', '.join(cls.layouts)})")
+        return layout
 
     @property
     def sink_type(self) -> str:

@@ -26,7 +26,7 @@ import contextlib
 import math
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import model_validator
 
@@ -100,6 +100,8 @@ def local_clients_kept_open() -> Iterator[None]:
 class QdrantConfig(StoreConfig):
     """`path` (embedded store on disk) or `url` (a Qdrant server); `collection` is created on start with
     the model's dimension and cosine distance unless `create_collection` is off."""
+
+    layouts: ClassVar[tuple[str, ...]] = ("native", "langchain", "llamaindex")
 
     type: Literal["qdrant"] = "qdrant"
     path: Optional[str] = None
