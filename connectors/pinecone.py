@@ -8,7 +8,10 @@ The prefix is the doc_id percent-encoded to printable ASCII without `%`, `#` and
 `--pinecone_namespace`, `namespace::doc_id`, each part encoded), or `sha256:<hex>` past 400 characters:
 distinct documents never share a prefix, and no literal doc_id equals a hashed one. Metadata holds the
 shared record fields, with the event's metadata as a JSON
-string in `metadata_json` (Pinecone metadata cannot nest); a chunk text that would push a record past
+string in `metadata_json` (Pinecone metadata cannot nest; it is what the sink reads back). With
+`payload_layout: langchain` each event metadata key whose value Pinecone can hold (a string, number, boolean
+or list of strings) and that no record field uses is also a metadata field of its own: LangChain's
+`PineconeVectorStore` (`text_key="text"`) returns it in `Document.metadata`, and filters on it work. A chunk text that would push a record past
 Pinecone's 40 KB metadata limit is cut to fit, flagged `text_truncated`, and counted.
 
 Writes per batch: upsert the chunk vectors (requests of at most `vectors_per_request` vectors and
@@ -21,13 +24,15 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
+import math
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field
 
 from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms import counters
+from transforms.layouts import OTHER_LAYOUT
 from transforms.ids import (ID_SCHEME, SCHEME_MARKER_ID, pinecone_document_prefix, pinecone_vector_id,
                             scheme_mismatch)
 from transforms.retry import is_transient_status
@@ -38,6 +43,20 @@ METADATA_LIMIT_BYTES = 40 * 1024
 IDS_PER_REQUEST = 1000
 FETCH_IDS_PER_REQUEST = 100  # ids travel in the query string
 LIST_PAGE = 100
+RECORD_FIELDS = frozenset({"doc_id", "namespace", "chunk_index", "chunk_count", "version", "content_hash", "model",
+                           "metadata_json", "text", "text_truncated"})
+"""Metadata fields of a chunk vector that an event metadata key cannot take in the langchain layout."""
+
+
+def flat_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The event metadata entries the langchain layout stores as fields of their own."""
+    def storable(value: Any) -> bool:
+        if isinstance(value, float):
+            return math.isfinite(value)
+        return isinstance(value, (str, bool, int)) or (isinstance(value, list) and all(
+            isinstance(v, str) for v in value))
+
+    return {k: v for k, v in metadata.items() if k not in RECORD_FIELDS and storable(v)}
 
 
 class RecordTooLargeError(ValueError):
@@ -60,6 +79,8 @@ class PineconeConfig(StoreConfig):
     request_bytes: int = Field(default=2_000_000, ge=10_000, le=2 * 1024 * 1024)
     lookup_threads: int = Field(default=8, ge=1, le=64)
     timeout_s: float = 30.0
+
+    layouts: ClassVar[tuple[str, ...]] = ("native", "langchain")
 
     @property
     def sink_type(self) -> str:
@@ -198,7 +219,7 @@ class PineconeStore(VectorStore):
                     point_id=vector_id, chunk_index=int(m.get("chunk_index", -1)), version=int(m.get("version", -1)),
                     content_hash=str(m.get("content_hash", "")), model=str(m.get("model", "")),
                     vector=list(vector.values), chunk_count=int(m.get("chunk_count", 0)),
-                    metadata=json.loads(m.get("metadata_json") or "{}")))
+                    metadata=self._event_metadata(m)))
         return chunks
 
     def _read_states(self, keys: Sequence[DocKey]) -> dict[DocKey, dict[str, Any]]:
@@ -233,6 +254,18 @@ class PineconeStore(VectorStore):
         self._truncated.inc(sum(1 for vectors in built.values() for v in vectors
                                 if v["metadata"].get("text_truncated")))  # counted once the batch has landed
 
+    def _event_metadata(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """The event metadata (from `metadata_json`); `{OTHER_LAYOUT: ...}` when the vector was written in the
+        other layout, so the next write of its document rewrites it."""
+        metadata = json.loads(stored.get("metadata_json") or "{}")
+        flat = flat_metadata(metadata)
+        if self._config.payload_layout == "langchain":
+            if any(stored.get(k, OTHER_LAYOUT) != v for k, v in flat.items()):
+                return {OTHER_LAYOUT: "native"}
+        elif any(k in stored for k in flat):
+            return {OTHER_LAYOUT: "langchain"}
+        return metadata
+
     def _vector(self, record: ChunkRecord) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "doc_id": record.doc_id, "chunk_index": record.chunk_index, "chunk_count": record.chunk_count,
@@ -240,6 +273,8 @@ class PineconeStore(VectorStore):
             "metadata_json": json.dumps(record.metadata, sort_keys=True, separators=(",", ":")), "text": record.text}
         if record.namespace:
             metadata["namespace"] = record.namespace
+        if self._config.payload_layout == "langchain":
+            metadata = {**flat_metadata(record.metadata), **metadata}
         metadata = self._fit_metadata(metadata)
         return {"id": self.vector_id(record.namespace, record.doc_id, record.chunk_index),
                 "values": [float(x) for x in record.vector], "metadata": metadata}
@@ -297,13 +332,18 @@ class PineconeStore(VectorStore):
     def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
                 namespace: Optional[str] = None) -> list[SearchHit]:
         """A query on one Pinecone namespace: `--pinecone_namespace` (then `namespace` is a metadata filter),
-        else the event namespace's own (the default one without `namespace`). The native layout keeps the
-        event metadata as a JSON string, which Pinecone cannot filter on: a metadata filter is refused."""
-        if metadata:
+        else the event namespace's own (the default one without `namespace`). A metadata filter needs the
+        langchain layout (the native one keeps the event metadata as one JSON string, which Pinecone cannot
+        filter on), and a key stored as a field of its own."""
+        if metadata and self._config.payload_layout != "langchain":
             raise StoreConfigError("Pinecone's native layout stores the event metadata as one JSON string "
                                    "(metadata_json), which Pinecone cannot filter on: filter on --namespace, or "
-                                   "write the index with another --payload_layout")
-        conditions: dict[str, Any] = {}
+                                   "write the index with --payload_layout langchain")
+        unfilterable = sorted(k for k, v in (metadata or {}).items() if k in RECORD_FIELDS or not flat_metadata({k: v}))
+        if unfilterable:
+            raise StoreConfigError(f"metadata key(s) {', '.join(unfilterable)} are not fields of their own in "
+                                   "Pinecone (a record field's name, or a value Pinecone cannot hold)")
+        conditions: dict[str, Any] = {k: {"$eq": v} for k, v in (metadata or {}).items()}
         if self._config.namespace is not None and namespace is not None:
             conditions["namespace"] = {"$eq": namespace} if namespace else {"$exists": False}
         result = self._index.query(vector=[float(x) for x in vector], top_k=int(limit), include_metadata=True,

@@ -5,6 +5,7 @@ then updated with a shrunk and a deleted document: a search never returns a chun
 and the metadata and namespace filters hold."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,27 @@ def test_filter_values_are_json_scalars_or_text():
     assert parse_filter("draft=false") == ("draft", False)
     assert parse_filter("path=a=b") == ("path", "a=b")
     assert parse_filter("tags=[1]") == ("tags", "[1]")
+
+
+def test_pinecone_langchain_layout_makes_metadata_fields_filterable(tmp_path: Path):
+    target = PineconeTarget()
+    try:
+        write_and_update(target, tmp_path, "--payload_layout", "langchain")
+        sink = sink_of(target, "--payload_layout", "langchain")
+        it = search("forklifts", sink, top_k=10, metadata={"team": "it"})
+        assert [(h["doc_id"], h["metadata"]) for h in it] == [("vpn", {"team": "it"})]  # the default namespace's
+        assert [h["doc_id"] for h in search("forklifts", sink, top_k=10, metadata={"year": 2025})] == ["manual"]
+        assert search("payroll", sink, top_k=10, metadata={"team": "hr"}) == []
+        stored = [m for _, m in target.index.vectors("").values()]
+        assert all(m["team"] == json.loads(m["metadata_json"])["team"] for m in stored)
+        with pytest.raises(StoreConfigError, match="not fields of their own"):
+            search("x", sink, top_k=1, metadata={"version": 1})
+        replay = run(["--input", str(write_changelog(tmp_path / "replay.jsonl", FIRST + SECOND)), *target.args,
+                      "--payload_layout", "langchain", "--dead_letters", str(tmp_path / "r.dead.jsonl"), *SMALL])
+        assert replay.vectors_upserted == 0 and replay.events_in_sync == 4
+        native = run(["--input", str(tmp_path / "replay.jsonl"), *target.args,
+                      "--dead_letters", str(tmp_path / "n.dead.jsonl"), *SMALL])
+        assert native.chunks_embedded == 0 and native.vectors_upserted == 3  # a layout switch rewrites
+        assert all("team" not in m for _, m in target.index.vectors("").values())
+    finally:
+        target.close()
