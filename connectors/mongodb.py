@@ -11,17 +11,26 @@ rule. On start the collection and a `(namespace, doc_id)` index are created (unl
 off), and the `vectorSearch` index definition (`embedding`, numDimensions, cosine, filter fields `doc_id`
 and `namespace`) is created where the server supports search indexes (Atlas, or a local Atlas deployment);
 elsewhere a warning says it was not.
+
+Layouts (`payload_layout`): `native` as above (LangChain's `MongoDBAtlasVectorSearch` reads it as it is: `text`,
+`embedding`, every other field its metadata); `langchain` adds each event metadata key at the top level too
+(where LangChain's own `add_texts` puts metadata, so its `pre_filter` and `Document.metadata` have them),
+except keys a record field uses; `llamaindex` makes `metadata` what LlamaIndex's `MongoDBAtlasVectorSearch`
+writes (`node_to_metadata_dict(remove_text=True)`: the event metadata flat, `_node_content`, `_node_type`,
+`ref_doc_id` ... LlamaIndex deletes by `metadata.ref_doc_id`), the text staying in `text`. The event metadata
+reads back exactly in each (from `metadata`, or from `_node_content`).
 """
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field
 
 from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
+from transforms.layouts import LLAMAINDEX_NODE_CONTENT, LLAMAINDEX_RESERVED, OTHER_LAYOUT, llamaindex_metadata, node_metadata
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_ID, document_point_id, scheme_mismatch
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
@@ -32,6 +41,9 @@ DUPLICATE_KEY = 11000
 NO_VECTOR_SEARCH = ("$vectorSearch", "search index not found", "Unsupported aggregation stage")
 """Words of the error a server without Atlas Search (or without the index) gives a `$vectorSearch` stage."""
 # Server error codes worth retrying: network, elections, shutdowns, write conflicts, time limits, throttling.
+RECORD_FIELDS = frozenset({"_id", "doc_id", "namespace", "chunk_index", "chunk_count", "version", "text",
+                           "content_hash", "model", "metadata", "embedding"})
+"""Top-level fields of a chunk document that an event metadata key cannot take in the langchain layout."""
 TRANSIENT_CODES = frozenset({6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500})
 
 
@@ -44,6 +56,8 @@ def load_client_factory(dotted: str) -> Callable[..., Any]:
 
 class MongoConfig(StoreConfig):
     """`uri` (a `mongodb://` or `mongodb+srv://` URI; never logged), `database`, `collection`."""
+
+    layouts: ClassVar[tuple[str, ...]] = ("native", "langchain", "llamaindex")
 
     type: Literal["mongodb"] = "mongodb"
     uri: SecretRef
@@ -172,7 +186,7 @@ class MongoStore(VectorStore):
                     point_id=str(c["_id"]), chunk_index=int(c["chunk_index"]), version=int(c["version"]),
                     content_hash=c.get("content_hash", ""), model=c.get("model", ""),
                     vector=[float(x) for x in c.get("embedding") or []] or None,
-                    chunk_count=int(c.get("chunk_count", 0)), metadata=c.get("metadata") or {}))
+                    chunk_count=int(c.get("chunk_count", 0)), metadata=self._event_metadata(c)))
         return {key: StoredDocument.assemble(chunks.get(key, ()), *(
             (states[key]["version"], states[key].get("op")) if key in states else ()))
             for key in set(states) | set(chunks)}
@@ -180,9 +194,7 @@ class MongoStore(VectorStore):
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
         from pymongo import ReplaceOne
 
-        chunk_ops = [ReplaceOne({"_id": r.point_id, "version": {"$lte": r.version}},
-                                {"_id": r.point_id, **r.payload(), "embedding": [float(x) for x in r.vector]},
-                                upsert=True)
+        chunk_ops = [ReplaceOne({"_id": r.point_id, "version": {"$lte": r.version}}, self._document(r), upsert=True)
                      for w in writes for r in w.records]
         self._bulk_write(self._chunks, chunk_ops)
         older = [{"doc_id": w.event.doc_id, "namespace": w.event.namespace, "version": {"$lt": w.event.version}}
@@ -197,6 +209,29 @@ class MongoStore(VectorStore):
                                         {"_id": state_id, "doc_id": event.doc_id, "namespace": event.namespace,
                                          "version": event.version, "op": event.op}, upsert=True))
         self._bulk_write(self._states, state_ops)
+
+    def _document(self, record: Any) -> dict[str, Any]:
+        """The chunk's document in the sink's layout."""
+        document = {"_id": record.point_id, **record.payload(), "embedding": [float(x) for x in record.vector]}
+        layout = self._config.payload_layout
+        if layout == "langchain":
+            return {**_flat(record.metadata), **document}
+        if layout == "llamaindex":
+            document["metadata"] = llamaindex_metadata(record, with_text=False)
+        return document
+
+    def _event_metadata(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """The event metadata of a stored chunk; `{OTHER_LAYOUT: ...}` when it is stored in another layout than
+        the sink's, so the next write of its document rewrites it."""
+        nested = document.get("metadata") or {}
+        layout = self._config.payload_layout
+        if LLAMAINDEX_NODE_CONTENT in nested:
+            return node_metadata(nested[LLAMAINDEX_NODE_CONTENT]) if layout == "llamaindex" else {
+                OTHER_LAYOUT: "llamaindex"}
+        flat = _flat(nested)
+        in_layout = (layout == "langchain" and all(document.get(k, OTHER_LAYOUT) == v for k, v in flat.items())) or (
+            layout == "native" and not any(k in document for k in flat))
+        return dict(nested) if in_layout else {OTHER_LAYOUT: "native or langchain"}
 
     @staticmethod
     def _bulk_write(collection: Any, operations: list[Any]) -> None:
@@ -239,6 +274,9 @@ class MongoStore(VectorStore):
         exact scan instead: every matching chunk's cosine computed here, with a warning."""
         from pymongo.errors import OperationFailure
 
+        if self._config.payload_layout == "llamaindex" and set(metadata or {}) & LLAMAINDEX_RESERVED:
+            raise StoreConfigError(f"metadata key(s) {', '.join(sorted(set(metadata or {}) & LLAMAINDEX_RESERVED))} "
+                                   "are fields of the llamaindex layout itself: they cannot be filtered on")
         conditions: dict[str, Any] = {f"metadata.{key}": {"$eq": value} for key, value in (metadata or {}).items()}
         if namespace is not None:
             conditions["namespace"] = {"$eq": namespace or None}
@@ -261,7 +299,13 @@ class MongoStore(VectorStore):
             scored = self._exact_nearest(vector, limit, conditions, fields)
         return [SearchHit(score=score, doc_id=d["doc_id"], namespace=d.get("namespace"),
                           chunk_index=int(d["chunk_index"]), version=int(d["version"]), text=d.get("text", ""),
-                          metadata=d.get("metadata") or {}) for score, d in scored]
+                          metadata=self._hit_metadata(d.get("metadata") or {})) for score, d in scored]
+
+    @staticmethod
+    def _hit_metadata(nested: Mapping[str, Any]) -> dict[str, Any]:
+        if LLAMAINDEX_NODE_CONTENT in nested:
+            return node_metadata(nested[LLAMAINDEX_NODE_CONTENT])
+        return dict(nested)
 
     def _exact_nearest(self, vector: Sequence[float], limit: int, conditions: dict[str, Any],
                        fields: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
@@ -283,6 +327,11 @@ def _newer_version_stored(write_error: dict[str, Any]) -> bool:
         return False
     pattern = write_error.get("keyPattern")
     return pattern == {"_id": 1} if pattern is not None else " index: _id_ " in write_error.get("errmsg", "")
+
+
+def _flat(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The event metadata entries the langchain layout also stores at the top level."""
+    return {k: v for k, v in metadata.items() if k not in RECORD_FIELDS}
 
 
 def _short(error: BaseException) -> str:

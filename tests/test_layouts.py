@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,8 @@ from connectors.qdrant import QdrantConfig
 from pipeline.main import run
 from pipeline.search import search
 from tests.conftest import read_points, write_changelog
-from tests.test_search import FIRST, SECOND, SMALL
+from tests.sink_targets import MongoTarget
+from tests.test_search import FIRST, SECOND, SMALL, sink_of
 from transforms.layouts import (LAYOUTS, OTHER_LAYOUT, SYNC_FIELDS, chunk_payload, event_metadata, layout_of,
                                 metadata_path, payload_text)
 from transforms.types import ChunkRecord
@@ -98,3 +100,27 @@ def test_switching_layout_rewrites_every_chunk_without_embedding_it_again(tmp_pa
     assert all(layout_of(p) == "native" for p in before.values())
     assert all(layout_of(p) == "langchain" for p in after.values())
     assert {k: p["vector"] for k, p in before.items()} == {k: p["vector"] for k, p in after.items()}
+
+
+@pytest.mark.parametrize("layout", ["langchain", "llamaindex"])
+def test_mongodb_syncs_exactly_in_each_layout_and_switching_rewrites(tmp_path: Path, mongo_server: Any, layout: str):
+    target = MongoTarget(mongo_server)
+    sync(tmp_path, "first", FIRST, *target.args, "--payload_layout", layout)
+    sync(tmp_path, "second", SECOND, *target.args, "--payload_layout", layout)
+    documents = {(d["doc_id"], d["namespace"]): d for d in target.collection().find()}
+    assert set(documents) == {("manual", None), ("vpn", None), ("vpn", "eu")}
+    manual = documents[("manual", None)]
+    assert manual["text"] == "Forklifts charge at dock three overnight." and manual["version"] == 2
+    if layout == "langchain":
+        assert (manual["team"], manual["year"], manual["metadata"]) == ("ops", 2025, {"team": "ops", "year": 2025})
+    else:
+        assert manual["metadata"]["ref_doc_id"] == "manual" and manual["metadata"]["team"] == "ops"
+        assert json.loads(manual["metadata"]["_node_content"])["metadata"] == {"team": "ops", "year": 2025}
+    sink = sink_of(target, "--payload_layout", layout)
+    assert [(h["doc_id"], h["metadata"]) for h in search("forklifts", sink, top_k=5, metadata={"year": 2025})] == [
+        ("manual", {"team": "ops", "year": 2025})]
+    replay = sync(tmp_path, "replay", FIRST + SECOND, *target.args, "--payload_layout", layout)
+    assert replay.vectors_upserted == 0 and replay.events_in_sync == 4
+    switched = sync(tmp_path, "native", FIRST + SECOND, *target.args)
+    assert switched.chunks_embedded == 0 and switched.vectors_upserted == 3
+    assert all("team" not in d and "_node_content" not in d["metadata"] for d in target.collection().find())

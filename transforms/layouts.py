@@ -59,11 +59,25 @@ def chunk_payload(record: ChunkRecord, layout: str) -> dict[str, Any]:
             payload[SHADOWED] = shadowed
         return payload
     if layout == "llamaindex":
-        flat = {k: v for k, v in record.metadata.items() if k not in LLAMAINDEX_RESERVED}
-        return {**flat, **sync,
-                LLAMAINDEX_NODE_CONTENT: json.dumps(_llamaindex_node(record), ensure_ascii=False),
-                "_node_type": "TextNode", "document_id": record.doc_id, "ref_doc_id": record.doc_id}
+        return {**llamaindex_metadata(record, with_text=True), **sync}
     raise ValueError(f"unknown payload layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+
+
+def llamaindex_metadata(record: ChunkRecord, with_text: bool) -> dict[str, Any]:
+    """What LlamaIndex's `node_to_metadata_dict(node, remove_text=not with_text)` makes of the chunk as a
+    `TextNode`: the event metadata flat (keys LlamaIndex uses itself left out), `_node_content`,
+    `_node_type` and the doc_id as `doc_id`, `document_id` and `ref_doc_id`."""
+    flat = {k: v for k, v in record.metadata.items() if k not in LLAMAINDEX_RESERVED}
+    node = _llamaindex_node(record)
+    if not with_text:
+        node["text"] = ""
+    return {**flat, LLAMAINDEX_NODE_CONTENT: json.dumps(node, ensure_ascii=False), "_node_type": "TextNode",
+            "doc_id": record.doc_id, "document_id": record.doc_id, "ref_doc_id": record.doc_id}
+
+
+def node_metadata(node_content: str) -> dict[str, Any]:
+    """The event metadata kept in a LlamaIndex `_node_content`."""
+    return dict(json.loads(node_content).get("metadata") or {})
 
 
 def _llamaindex_node(record: ChunkRecord) -> dict[str, Any]:
@@ -104,8 +118,7 @@ def event_metadata(payload: Mapping[str, Any], layout: str) -> dict[str, Any]:
             nested.pop(name, None)
         return {**nested, **(payload.get(SHADOWED) or {})}
     if layout == "llamaindex":
-        content = payload.get(LLAMAINDEX_NODE_CONTENT)
-        return dict(json.loads(content).get("metadata") or {}) if content else {}
+        return node_metadata(payload[LLAMAINDEX_NODE_CONTENT])
     return dict(payload.get("metadata") or {})
 
 
