@@ -96,8 +96,39 @@ def langchain_postgres(store: dict[str, Any]) -> Callable[[dict[str, Any]], list
     return search
 
 
+def langchain_mongodb(store: dict[str, Any]) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    from langchain_mongodb import MongoDBAtlasVectorSearch
+    from pymongo import MongoClient
+
+    vectors = QueryVectors()
+    collection = MongoClient(store["uri"])[store["database"]][store["collection"]]
+    vs = MongoDBAtlasVectorSearch(collection=collection, embedding=langchain_embeddings(vectors),
+                                  index_name="vector_index", text_key="text", embedding_key="embedding")
+
+    def search(query: dict[str, Any]) -> list[dict[str, Any]]:
+        vectors.pending.append(query["vector"])
+        found = vs.similarity_search_with_score("the query", k=query["k"], pre_filter=query.get("filter"))
+        return [{"text": d.page_content, "metadata": d.metadata, "score": s, "ref_doc_id": None} for d, s in found]
+
+    return search
+
+
+def llamaindex_mongodb(store: dict[str, Any]) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    from llama_index.vector_stores.mongodb import MongoDBAtlasVectorSearch
+    from pymongo import AsyncMongoClient, MongoClient
+
+    vs = MongoDBAtlasVectorSearch(mongodb_client=MongoClient(store["uri"]),
+                                  async_mongodb_client=AsyncMongoClient(store["uri"]), db_name=store["database"],
+                                  collection_name=store["collection"], vector_index_name="vector_index",
+                                  embedding_key="embedding", text_key="text", metadata_key="metadata")
+    if store.get("delete_ref_doc_id"):
+        vs.delete(ref_doc_id=store["delete_ref_doc_id"])
+    return lambda query: llamaindex_query(vs, query)
+
+
 READERS = {"langchain-pinecone": langchain_pinecone, "llamaindex-pinecone": llamaindex_pinecone,
-           "langchain-postgres": langchain_postgres}
+           "langchain-postgres": langchain_postgres, "langchain-mongodb": langchain_mongodb,
+           "llamaindex-mongodb": llamaindex_mongodb}
 
 
 def main() -> None:
