@@ -96,6 +96,17 @@ def langchain_postgres(store: dict[str, Any]) -> Callable[[dict[str, Any]], list
     return search
 
 
+def llamaindex_postgres(store: dict[str, Any]) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    """LlamaIndex's `PGVectorStore` on the sink's `data_<table>` view (nothing set up by LlamaIndex)."""
+    from llama_index.vector_stores.postgres import PGVectorStore
+
+    url = store["url"].split("://", 1)[1]
+    vs = PGVectorStore(connection_string=f"postgresql+psycopg://{url}",
+                       async_connection_string=f"postgresql+psycopg://{url}", table_name=store["table"],
+                       embed_dim=384, perform_setup=False)
+    return lambda query: llamaindex_query(vs, query)
+
+
 def langchain_mongodb(store: dict[str, Any]) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
     from langchain_mongodb import MongoDBAtlasVectorSearch
     from pymongo import MongoClient
@@ -127,7 +138,8 @@ def llamaindex_mongodb(store: dict[str, Any]) -> Callable[[dict[str, Any]], list
 
 
 READERS = {"langchain-pinecone": langchain_pinecone, "llamaindex-pinecone": llamaindex_pinecone,
-           "langchain-postgres": langchain_postgres, "langchain-mongodb": langchain_mongodb,
+           "langchain-postgres": langchain_postgres, "llamaindex-postgres": llamaindex_postgres,
+           "langchain-mongodb": langchain_mongodb,
            "llamaindex-mongodb": llamaindex_mongodb}
 
 

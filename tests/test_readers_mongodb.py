@@ -65,8 +65,7 @@ def test_search_cli_uses_vector_search_and_finds_the_same_as_the_exact_scan(sear
     caplog.clear()
     store = sink.create_store()
     try:
-        target_uri, make_index = searchable_mongo
-        make_index(target.database, "documents", store.search_index_definition(384))
+        searchable_mongo[1](target.database, "documents", store.search_index_definition(384))
     finally:
         store.close()
     indexed = search(EVERYTHING, sink, top_k=20)

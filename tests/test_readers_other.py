@@ -75,3 +75,19 @@ def test_langchain_postgres_reads_the_pgvector_table_by_naming_its_columns(pg_ur
     assert (manual["team"], manual["year"], manual["version"]) == ("ops", 2025, 2)
     assert sorted(d["metadata"]["namespace"] for d in vpn) == ["", "eu"]
     assert [d["metadata"]["doc_id"] for d in best] == ["manual"]
+
+
+def test_llamaindex_postgres_reads_the_view_the_llamaindex_layout_keeps(pg_uri: str, tmp_path: Path):
+    target = PgVectorTarget(pg_uri)
+    write_and_update(target, tmp_path, "--payload_layout", "llamaindex")
+    everything, it = read_through("llamaindex-postgres", {"url": pg_uri, "table": target.table}, [
+        {"text": EVERYTHING, "k": 20}, {"text": "forklifts", "k": 20, "filter": {"team": "it"}}])
+    assert sorted((n["ref_doc_id"], n["text"]) for n in everything) == sorted(
+        [(doc_id, text) for text, doc_id in DEFAULT_NAMESPACE.items()]
+        + [("vpn", "The European VPN gateway is in Frankfurt.")])
+    manual = next(n for n in everything if n["ref_doc_id"] == "manual")
+    assert manual["metadata"] == {"team": "ops", "year": 2025}
+    assert sorted(n["text"] for n in it) == ["Install the VPN client and sign in with single sign-on.",
+                                             "The European VPN gateway is in Frankfurt."]
+    assert [n["score"] > 0.5 for n in read_through("llamaindex-postgres", {"url": pg_uri, "table": target.table}, [
+        {"text": "where do forklifts charge overnight?", "k": 1}])[0]] == [True]
