@@ -78,6 +78,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except StoreConfigError as exc:  # a folder another process writes, a missing collection, a refused filter
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a missing table, an unreachable server: one line, not a traceback
+        print(f"error: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}", file=sys.stderr)
+        return 2
     print(f"query: {args.query}")
     for rank, hit in enumerate(hits, start=1):
         text = " ".join((hit["text"] or "").split())

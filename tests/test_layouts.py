@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from connectors.base import StoreConfigError
 from connectors.qdrant import QdrantConfig
 from pipeline.main import run
 from pipeline.search import search
@@ -47,6 +48,8 @@ def test_langchain_metadata_holds_the_doc_id_and_the_sync_fields():
     assert payload["metadata"] == {"team": "hr", "doc_id": "doc", "namespace": "ns", "chunk_index": 2,
                                    "chunk_count": 3, "version": 7}
     assert metadata_path("team", "langchain") == "metadata.team"
+    with pytest.raises(ValueError, match="cannot be filtered"):
+        metadata_path("doc_id", "langchain")
 
 
 def test_llamaindex_node_content_is_a_text_node_with_the_doc_as_source():
@@ -85,6 +88,8 @@ def test_qdrant_syncs_exactly_in_each_layout_and_a_replay_is_in_sync(tmp_path: P
     assert {(h["doc_id"], h["namespace"], h["metadata"]["team"]) for h in it} == {("vpn", None, "it"), ("vpn", "eu", "it")}
     assert [h["text"] for h in search("forklifts", sink, top_k=1, metadata={"year": 2025})] == [
         "Forklifts charge at dock three overnight."]
+    with pytest.raises(StoreConfigError, match="cannot be filtered on"):
+        search("forklifts", sink, top_k=1, metadata={"version": 2})
     replay = sync(tmp_path, "replay", FIRST + SECOND, *args)
     assert replay.vectors_upserted == 0 and replay.chunks_embedded == 0
     assert replay.events_in_sync == 4 and replay.events_superseded == 2  # the delete is in sync too

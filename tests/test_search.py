@@ -139,6 +139,12 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: Any):
         search_main(["q", "--filter", "novalue"])
 
 
+def test_cli_names_a_missing_pgvector_table_in_one_line(pg_uri: str, capsys: Any):
+    assert search_main(["q", "--sink", "pgvector", "--pg_dsn", pg_uri, "--pg_table", "never_written"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: UndefinedTable") and "never_written" in line
+
+
 def test_filter_values_are_json_scalars_or_text():
     assert parse_filter("team=hr") == ("team", "hr")
     assert parse_filter("year=2024") == ("year", 2024)

@@ -124,9 +124,9 @@ def event_metadata(payload: Mapping[str, Any], layout: str) -> dict[str, Any]:
 
 def metadata_path(key: str, layout: str) -> str:
     """Where a filter on the event metadata key `key` looks in a stored payload (a dotted path); ValueError for
-    a key the LlamaIndex layout keeps inside `_node_content` only."""
-    if layout != "llamaindex":
+    a key the layout uses itself (kept only in the exact copy the sink reads back)."""
+    if layout == "native":
         return f"metadata.{key}"
-    if key in LLAMAINDEX_RESERVED:
-        raise ValueError(f"metadata key {key!r} is a field of the llamaindex layout itself: it cannot be filtered on")
-    return key
+    if key in (LLAMAINDEX_RESERVED if layout == "llamaindex" else LANGCHAIN_ADDED):
+        raise ValueError(f"metadata key {key!r} is a field of the {layout} layout itself: it cannot be filtered on")
+    return key if layout == "llamaindex" else f"{LANGCHAIN_METADATA_KEY}.{key}"

@@ -312,7 +312,10 @@ class QdrantStore(VectorStore):
         from qdrant_client import models
 
         layout = self._config.payload_layout
-        must: list[Any] = [_field_is(metadata_path(key, layout), value) for key, value in (metadata or {}).items()]
+        try:
+            must: list[Any] = [_field_is(metadata_path(key, layout), value) for key, value in (metadata or {}).items()]
+        except ValueError as exc:
+            raise StoreConfigError(str(exc)) from exc
         if namespace is not None:
             must.append(_field_is("namespace", namespace))
         points = self.backend.query(self._collection, vector, limit, models.Filter(must=must) if must else None)
