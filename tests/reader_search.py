@@ -64,6 +64,8 @@ def llamaindex_pinecone(store: dict[str, Any]) -> Callable[[dict[str, Any]], lis
     from llama_index.vector_stores.pinecone import PineconeVectorStore
 
     vs = PineconeVectorStore(pinecone_index=pinecone_index(store), namespace=store.get("namespace") or None)
+    if store.get("delete_ref_doc_id"):
+        vs.delete(ref_doc_id=store["delete_ref_doc_id"])
     return lambda query: llamaindex_query(vs, query)
 
 

@@ -34,10 +34,15 @@ def read_through(reader: str, store: dict[str, Any], queries: list[dict[str, Any
     return json.loads(done.stdout)
 
 
+def pinecone_written(tmp_path: Path, layout: str) -> Any:
+    target = PineconeTarget()
+    write_and_update(target, tmp_path, "--payload_layout", layout)
+    return target
+
+
 @pytest.fixture
 def pinecone(tmp_path: Path):
-    target = PineconeTarget()
-    write_and_update(target, tmp_path, "--payload_layout", "langchain")
+    target = pinecone_written(tmp_path, "langchain")
     yield {"host": target.index.url, "api_key": API_KEY, "namespace": ""}
     target.close()
 
@@ -58,6 +63,23 @@ def test_llamaindex_pinecone_reads_the_text_key_with_the_doc_id_in_the_metadata(
         {"text": EVERYTHING, "k": 20}, {"text": "forklifts", "k": 20, "filter": {"team": "it"}}])
     assert {n["text"]: n["metadata"]["doc_id"] for n in everything} == DEFAULT_NAMESPACE
     assert [n["metadata"]["doc_id"] for n in it] == ["vpn"]
+
+
+def test_llamaindex_pinecone_reads_the_llamaindex_layout_and_deletes_by_ref_doc_id(tmp_path: Path):
+    target = pinecone_written(tmp_path, "llamaindex")
+    store = {"host": target.index.url, "api_key": API_KEY, "namespace": ""}
+    try:
+        everything, it = read_through("llamaindex-pinecone", store, [
+            {"text": EVERYTHING, "k": 20}, {"text": "forklifts", "k": 20, "filter": {"team": "it"}}])
+        assert {n["text"]: n["ref_doc_id"] for n in everything} == DEFAULT_NAMESPACE
+        manual = next(n for n in everything if n["ref_doc_id"] == "manual")
+        assert manual["metadata"] == {"team": "ops", "year": 2025}
+        assert [n["ref_doc_id"] for n in it] == ["vpn"]
+        (left,) = read_through("llamaindex-pinecone", {**store, "delete_ref_doc_id": "manual"},
+                               [{"text": EVERYTHING, "k": 20}])
+        assert {n["ref_doc_id"] for n in left} == {"vpn"}
+    finally:
+        target.close()
 
 
 def test_langchain_postgres_reads_the_pgvector_table_by_naming_its_columns(pg_uri: str, tmp_path: Path):

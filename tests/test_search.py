@@ -154,11 +154,12 @@ def test_filter_values_are_json_scalars_or_text():
     assert parse_filter("tags=[1]") == ("tags", "[1]")
 
 
-def test_pinecone_langchain_layout_makes_metadata_fields_filterable(tmp_path: Path):
+@pytest.mark.parametrize("layout", ["langchain", "llamaindex"])
+def test_pinecone_layouts_make_metadata_fields_filterable(tmp_path: Path, layout: str):
     target = PineconeTarget()
     try:
-        write_and_update(target, tmp_path, "--payload_layout", "langchain")
-        sink = sink_of(target, "--payload_layout", "langchain")
+        write_and_update(target, tmp_path, "--payload_layout", layout)
+        sink = sink_of(target, "--payload_layout", layout)
         it = search("forklifts", sink, top_k=10, metadata={"team": "it"})
         assert [(h["doc_id"], h["metadata"]) for h in it] == [("vpn", {"team": "it"})]  # the default namespace's
         assert [h["doc_id"] for h in search("forklifts", sink, top_k=10, metadata={"year": 2025})] == ["manual"]
@@ -168,11 +169,32 @@ def test_pinecone_langchain_layout_makes_metadata_fields_filterable(tmp_path: Pa
         with pytest.raises(StoreConfigError, match="not fields of their own"):
             search("x", sink, top_k=1, metadata={"version": 1})
         replay = run(["--input", str(write_changelog(tmp_path / "replay.jsonl", FIRST + SECOND)), *target.args,
-                      "--payload_layout", "langchain", "--dead_letters", str(tmp_path / "r.dead.jsonl"), *SMALL])
+                      "--payload_layout", layout, "--dead_letters", str(tmp_path / "r.dead.jsonl"), *SMALL])
         assert replay.vectors_upserted == 0 and replay.events_in_sync == 4
         native = run(["--input", str(tmp_path / "replay.jsonl"), *target.args,
                       "--dead_letters", str(tmp_path / "n.dead.jsonl"), *SMALL])
         assert native.chunks_embedded == 0 and native.vectors_upserted == 3  # a layout switch rewrites
-        assert all("team" not in m for _, m in target.index.vectors("").values())
+        assert all("team" not in m and "_node_content" not in m for _, m in target.index.vectors("").values())
     finally:
+        target.close()
+
+
+def test_pinecone_llamaindex_layout_cuts_the_text_inside_the_node_to_fit_40_kb():
+    from connectors.pinecone import METADATA_LIMIT_BYTES, PineconeConfig
+    from transforms.types import ChunkRecord
+
+    target = PineconeTarget()
+    store = PineconeConfig(index_host=target.index.url, payload_layout="llamaindex").create_store()
+    try:
+        text = "é" * 30_000
+        record = ChunkRecord(point_id="p", doc_id="big", namespace=None, chunk_index=0, chunk_count=1, version=1,
+                             text=text, content_hash="h", model="m", metadata={"team": "it"}, vector=[0.1] * 384)
+        metadata = store._vector(record)["metadata"]
+        size = len(json.dumps(metadata, separators=(",", ":")).encode("utf-8"))
+        node = json.loads(metadata["_node_content"])
+        assert METADATA_LIMIT_BYTES - 200 < size <= METADATA_LIMIT_BYTES and metadata["text_truncated"] is True
+        assert text.startswith(node["text"]) and 0 < len(node["text"]) < len(text) and "text" not in metadata
+        assert (metadata["team"], metadata["ref_doc_id"], node["metadata"]) == ("it", "big", {"team": "it"})
+    finally:
+        store.close()
         target.close()
