@@ -129,3 +129,14 @@ def test_mongodb_syncs_exactly_in_each_layout_and_switching_rewrites(tmp_path: P
     switched = sync(tmp_path, "native", FIRST + SECOND, *target.args)
     assert switched.chunks_embedded == 0 and switched.vectors_upserted == 3
     assert all("team" not in d and "_node_content" not in d["metadata"] for d in target.collection().find())
+
+
+def test_a_layout_a_sink_cannot_write_is_a_start_up_error_naming_what_it_can():
+    from pipeline.options import parse_args
+
+    with pytest.raises(ValueError, match=r"--payload_layout langchain is not available for the pgvector sink "
+                                         r"\(it writes: native, llamaindex\)"):
+        parse_args(["--sink", "pgvector", "--pg_dsn", "postgresql://x@127.0.0.1/db", "--payload_layout", "langchain"])
+    config, _ = parse_args(["--sink", "qdrant", "--sink", "mongodb", "--mongo_uri", "mongodb://127.0.0.1",
+                            "--payload_layout", "llamaindex"])
+    assert [s.payload_layout for s in config.sinks] == ["llamaindex", "llamaindex"]
