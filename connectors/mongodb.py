@@ -30,8 +30,9 @@ from pydantic import Field
 
 from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
-from transforms.layouts import LLAMAINDEX_NODE_CONTENT, LLAMAINDEX_RESERVED, OTHER_LAYOUT, llamaindex_metadata, node_metadata
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_ID, document_point_id, scheme_mismatch
+from transforms.layouts import (LLAMAINDEX_NODE_CONTENT, LLAMAINDEX_RESERVED, OTHER_LAYOUT, llamaindex_metadata,
+                                node_metadata)
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,10 @@ STATE_SUFFIX = "__sync_state"
 DUPLICATE_KEY = 11000
 NO_VECTOR_SEARCH = ("$vectorSearch", "search index not found", "Unsupported aggregation stage")
 """Words of the error a server without Atlas Search (or without the index) gives a `$vectorSearch` stage."""
-# Server error codes worth retrying: network, elections, shutdowns, write conflicts, time limits, throttling.
 RECORD_FIELDS = frozenset({"_id", "doc_id", "namespace", "chunk_index", "chunk_count", "version", "text",
                            "content_hash", "model", "metadata", "embedding"})
 """Top-level fields of a chunk document that an event metadata key cannot take in the langchain layout."""
+# Server error codes worth retrying: network, elections, shutdowns, write conflicts, time limits, throttling.
 TRANSIENT_CODES = frozenset({6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500})
 
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from concurrent.futures import ThreadPoolExecutor
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field
@@ -36,9 +36,9 @@ from pydantic import Field
 from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms import counters
-from transforms.layouts import LLAMAINDEX_NODE_CONTENT, OTHER_LAYOUT, llamaindex_metadata, payload_text
 from transforms.ids import (ID_SCHEME, SCHEME_MARKER_ID, pinecone_document_prefix, pinecone_vector_id,
                             scheme_mismatch)
+from transforms.layouts import LLAMAINDEX_NODE_CONTENT, OTHER_LAYOUT, llamaindex_metadata, payload_text
 from transforms.retry import is_transient_status
 from transforms.types import ChunkRecord, DocKey, DocumentWrite, StoredChunk, StoredDocument
 

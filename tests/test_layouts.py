@@ -85,7 +85,8 @@ def test_qdrant_syncs_exactly_in_each_layout_and_a_replay_is_in_sync(tmp_path: P
     assert all(layout_of(p) == layout for p in points.values())
     sink = QdrantConfig(path=str(tmp_path / "store"), embedded=embedded, payload_layout=layout)
     it = search("forklifts", sink, top_k=10, metadata={"team": "it"})
-    assert {(h["doc_id"], h["namespace"], h["metadata"]["team"]) for h in it} == {("vpn", None, "it"), ("vpn", "eu", "it")}
+    assert {(h["doc_id"], h["namespace"], h["metadata"]["team"]) for h in it} == {("vpn", None, "it"),
+                                                                                ("vpn", "eu", "it")}
     assert [h["text"] for h in search("forklifts", sink, top_k=1, metadata={"year": 2025})] == [
         "Forklifts charge at dock three overnight."]
     with pytest.raises(StoreConfigError, match="cannot be filtered on"):

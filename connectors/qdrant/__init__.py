@@ -33,8 +33,8 @@ from pydantic import model_validator
 from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.qdrant.backends import ClientBackend, QdrantBackend
 from connectors.secrets import SecretRef
-from transforms.layouts import chunk_payload, event_metadata, metadata_path, payload_text
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_UUID, chunk_point_id, document_point_id, scheme_mismatch
+from transforms.layouts import chunk_payload, event_metadata, metadata_path, payload_text
 from transforms.retry import is_transient_status
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
