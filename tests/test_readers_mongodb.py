@@ -78,18 +78,22 @@ def test_search_cli_uses_vector_search_and_finds_the_same_as_the_exact_scan(sear
     assert search("payroll", sink, top_k=10, metadata={"team": "hr"}) == []
 
 
-def test_langchain_mongodb_reads_the_langchain_layout(searchable_mongo: Any, tmp_path: Path):
-    target = written(searchable_mongo, tmp_path, "langchain")
+@pytest.mark.parametrize("layout", ["langchain", "native"])
+def test_langchain_mongodb_reads_the_langchain_and_the_native_layout(searchable_mongo: Any, tmp_path: Path,
+                                                                     layout: str):
+    target = written(searchable_mongo, tmp_path, layout)
     store = {"uri": target.uri, "database": target.database, "collection": "documents"}
+    team = "team" if layout == "langchain" else "metadata.team"  # native: the event metadata stays nested
     everything, it = read_through("langchain-mongodb", store, [
-        {"text": EVERYTHING, "k": 20}, {"text": "forklifts", "k": 20, "filter": {"team": {"$eq": "it"}}}])
+        {"text": EVERYTHING, "k": 20}, {"text": "forklifts", "k": 20, "filter": {team: {"$eq": "it"}}}])
     assert sorted((d["metadata"]["doc_id"], d["metadata"]["namespace"] or "", d["text"]) for d in everything) == sorted(
         [(doc_id, "", text) for text, doc_id in DEFAULT_NAMESPACE.items()]
         + [("vpn", "eu", "The European VPN gateway is in Frankfurt.")])
     manual = next(d["metadata"] for d in everything if d["metadata"]["doc_id"] == "manual")
-    assert (manual["team"], manual["year"], manual["version"], manual["chunk_index"]) == ("ops", 2025, 2, 0)
+    assert (manual["metadata"], manual["version"], manual["chunk_index"]) == ({"team": "ops", "year": 2025}, 2, 0)
+    assert (manual.get("team"), manual.get("year")) == (("ops", 2025) if layout == "langchain" else (None, None))
     assert sorted(d["metadata"]["namespace"] or "" for d in it) == ["", "eu"]
-    assert all(d["metadata"]["team"] == "it" for d in it)
+    assert all(d["metadata"]["metadata"]["team"] == "it" for d in it)
 
 
 def test_llamaindex_mongodb_reads_the_llamaindex_layout_and_deletes_by_ref_doc_id(searchable_mongo: Any,
