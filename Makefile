@@ -11,7 +11,7 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test bench plot venv dev clean services images
+.PHONY: run test bench plot venv dev clean services images readers-venv
 
 $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ $(MONGOECO_VENV)/.installed:
 		$(MONGOECO_VENV)/bin/pip install -q mongoeco==4.11.0 pymongo==4.20.0 && touch $@; \
 	else echo "warning: no Python 3.13 found: MongoDB tests will use mongomock instead of mongoeco"; fi
 
+# The RAG frameworks' readers whose pins clash with ours (requirements-readers.txt) get their own venv; the
+# reader tests run them in a subprocess from it (tests/reader_search.py).
+READERS_VENV := .venv-readers
+
+$(READERS_VENV)/.installed: requirements-readers.txt
+	$(PYTHON) -m venv $(READERS_VENV)
+	$(READERS_VENV)/bin/pip install -q -r requirements-readers.txt
+	touch $@
+
+readers-venv: $(READERS_VENV)/.installed
+
 venv: $(VENV)/.installed
 
 dev: $(VENV)/.dev-installed
@@ -55,7 +66,7 @@ services: .tools/node_modules/.bin/azurite
 	@command -v npm >/dev/null || { $(APT_GET) update -q && $(APT_GET) install -y -q nodejs npm; }
 	mkdir -p .tools && npm install --prefix .tools --silent --no-audit --no-fund azurite@3.35.0
 
-test: dev $(MONGOECO_VENV)/.installed services
+test: dev $(MONGOECO_VENV)/.installed $(READERS_VENV)/.installed services
 	$(PY) -m pytest -q tests
 
 bench: dev
@@ -88,4 +99,4 @@ else
 endif
 
 clean:
-	rm -rf $(VENV) $(MONGOECO_VENV) .tools .vector_store dead_letters.jsonl *.egg-info
+	rm -rf $(VENV) $(MONGOECO_VENV) $(READERS_VENV) .tools .vector_store dead_letters.jsonl *.egg-info

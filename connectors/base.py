@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.utils.windowed_value import WindowedValue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transforms import counters
 from transforms.chunking import TokenChunker
+from transforms.layouts import PayloadLayout
 from transforms.model import ModelRef, local_model_path
 from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
@@ -34,6 +36,19 @@ TO_EMBED = "to_embed"
 
 class StoreConfigError(RuntimeError):
     """The store cannot be used as configured (missing collection, dimension mismatch, bad credentials)."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One chunk a nearest-neighbour search found: its cosine similarity to the query and its stored record."""
+
+    score: float
+    doc_id: str
+    namespace: Optional[str]
+    chunk_index: int
+    version: int
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class VectorStore(ABC):
@@ -63,6 +78,13 @@ class VectorStore(ABC):
     def count(self) -> int:
         """Chunk vectors in the store (for the run summary)."""
 
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """The `limit` chunks nearest to `vector` (cosine), best first, among those whose event metadata holds
+        every `key: value` of `metadata` and, when `namespace` is given, of that event namespace. Only chunks
+        the store holds now: a deleted or shrunk document's old chunks are gone from it."""
+        raise NotImplementedError(f"{type(self).__name__} has no nearest-neighbour search")
+
 
 class StoreConfig(BaseModel):
     """Settings of one sink; validated on construction. Subclasses name the sink type and build its store."""
@@ -76,6 +98,20 @@ class StoreConfig(BaseModel):
     """Chunk records per write batch."""
     batch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Approximate bytes (text and vectors) per write batch; a batch is flushed at whichever limit comes first."""
+    payload_layout: PayloadLayout = "native"
+    """How chunk records are shaped (`transforms.layouts`): `native`, or what LangChain's or LlamaIndex's
+    vector store for this sink reads without glue."""
+    layouts: ClassVar[tuple[str, ...]] = ("native",)
+    """The payload layouts this sink can write."""
+
+    @field_validator("payload_layout")
+    @classmethod
+    def _layout_supported(cls, layout: str) -> str:
+        if layout not in cls.layouts:
+            sink = cls.model_fields["type"].default if "type" in cls.model_fields else cls.__name__
+            raise ValueError(f"--payload_layout {layout} is not available for the {sink} sink "
+                             f"(it writes: {', '.join(cls.layouts)})")
+        return layout
 
     @property
     def sink_type(self) -> str:

@@ -11,24 +11,39 @@ rule. On start the collection and a `(namespace, doc_id)` index are created (unl
 off), and the `vectorSearch` index definition (`embedding`, numDimensions, cosine, filter fields `doc_id`
 and `namespace`) is created where the server supports search indexes (Atlas, or a local Atlas deployment);
 elsewhere a warning says it was not.
+
+Layouts (`payload_layout`): `native` as above (LangChain's `MongoDBAtlasVectorSearch` reads it as it is: `text`,
+`embedding`, every other field its metadata); `langchain` adds each event metadata key at the top level too
+(where LangChain's own `add_texts` puts metadata, so its `pre_filter` and `Document.metadata` have them),
+except keys a record field uses; `llamaindex` makes `metadata` what LlamaIndex's `MongoDBAtlasVectorSearch`
+writes (`node_to_metadata_dict(remove_text=True)`: the event metadata flat, `_node_content`, `_node_type`,
+`ref_doc_id` ... LlamaIndex deletes by `metadata.ref_doc_id`), the text staying in `text`. The event metadata
+reads back exactly in each (from `metadata`, or from `_node_content`).
 """
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field
 
-from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_ID, document_point_id, scheme_mismatch
+from transforms.layouts import (LLAMAINDEX_NODE_CONTENT, LLAMAINDEX_RESERVED, OTHER_LAYOUT, llamaindex_metadata,
+                                node_metadata)
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
 log = logging.getLogger(__name__)
 
 STATE_SUFFIX = "__sync_state"
 DUPLICATE_KEY = 11000
+NO_VECTOR_SEARCH = ("$vectorSearch", "search index not found", "Unsupported aggregation stage")
+"""Words of the error a server without Atlas Search (or without the index) gives a `$vectorSearch` stage."""
+RECORD_FIELDS = frozenset({"_id", "doc_id", "namespace", "chunk_index", "chunk_count", "version", "text",
+                           "content_hash", "model", "metadata", "embedding"})
+"""Top-level fields of a chunk document that an event metadata key cannot take in the langchain layout."""
 # Server error codes worth retrying: network, elections, shutdowns, write conflicts, time limits, throttling.
 TRANSIENT_CODES = frozenset({6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500})
 
@@ -42,6 +57,8 @@ def load_client_factory(dotted: str) -> Callable[..., Any]:
 
 class MongoConfig(StoreConfig):
     """`uri` (a `mongodb://` or `mongodb+srv://` URI; never logged), `database`, `collection`."""
+
+    layouts: ClassVar[tuple[str, ...]] = ("native", "langchain", "llamaindex")
 
     type: Literal["mongodb"] = "mongodb"
     uri: SecretRef
@@ -170,7 +187,7 @@ class MongoStore(VectorStore):
                     point_id=str(c["_id"]), chunk_index=int(c["chunk_index"]), version=int(c["version"]),
                     content_hash=c.get("content_hash", ""), model=c.get("model", ""),
                     vector=[float(x) for x in c.get("embedding") or []] or None,
-                    chunk_count=int(c.get("chunk_count", 0)), metadata=c.get("metadata") or {}))
+                    chunk_count=int(c.get("chunk_count", 0)), metadata=self._event_metadata(c)))
         return {key: StoredDocument.assemble(chunks.get(key, ()), *(
             (states[key]["version"], states[key].get("op")) if key in states else ()))
             for key in set(states) | set(chunks)}
@@ -178,9 +195,7 @@ class MongoStore(VectorStore):
     def write_documents(self, writes: Sequence[DocumentWrite]) -> None:
         from pymongo import ReplaceOne
 
-        chunk_ops = [ReplaceOne({"_id": r.point_id, "version": {"$lte": r.version}},
-                                {"_id": r.point_id, **r.payload(), "embedding": [float(x) for x in r.vector]},
-                                upsert=True)
+        chunk_ops = [ReplaceOne({"_id": r.point_id, "version": {"$lte": r.version}}, self._document(r), upsert=True)
                      for w in writes for r in w.records]
         self._bulk_write(self._chunks, chunk_ops)
         older = [{"doc_id": w.event.doc_id, "namespace": w.event.namespace, "version": {"$lt": w.event.version}}
@@ -195,6 +210,29 @@ class MongoStore(VectorStore):
                                         {"_id": state_id, "doc_id": event.doc_id, "namespace": event.namespace,
                                          "version": event.version, "op": event.op}, upsert=True))
         self._bulk_write(self._states, state_ops)
+
+    def _document(self, record: Any) -> dict[str, Any]:
+        """The chunk's document in the sink's layout."""
+        document = {"_id": record.point_id, **record.payload(), "embedding": [float(x) for x in record.vector]}
+        layout = self._config.payload_layout
+        if layout == "langchain":
+            return {**_flat(record.metadata), **document}
+        if layout == "llamaindex":
+            document["metadata"] = llamaindex_metadata(record, with_text=False)
+        return document
+
+    def _event_metadata(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """The event metadata of a stored chunk; `{OTHER_LAYOUT: ...}` when it is stored in another layout than
+        the sink's, so the next write of its document rewrites it."""
+        nested = document.get("metadata") or {}
+        layout = self._config.payload_layout
+        if LLAMAINDEX_NODE_CONTENT in nested:
+            return node_metadata(nested[LLAMAINDEX_NODE_CONTENT]) if layout == "llamaindex" else {
+                OTHER_LAYOUT: "llamaindex"}
+        flat = _flat(nested)
+        in_layout = (layout == "langchain" and all(document.get(k, OTHER_LAYOUT) == v for k, v in flat.items())) or (
+            layout == "native" and not any(k in document for k in flat))
+        return dict(nested) if in_layout else {OTHER_LAYOUT: "native or langchain"}
 
     @staticmethod
     def _bulk_write(collection: Any, operations: list[Any]) -> None:
@@ -229,6 +267,60 @@ class MongoStore(VectorStore):
     def count(self) -> int:
         return int(self._chunks.count_documents({}))
 
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """An Atlas `$vectorSearch` on the sink's search index with the filter as a pre-filter (Atlas needs each
+        filtered path declared as a `filter` field of the index: `namespace` is; declare `metadata.<key>` for
+        the keys you filter on). A server without vector search (self-hosted Community, a stand-in) gets an
+        exact scan instead: every matching chunk's cosine computed here, with a warning."""
+        from pymongo.errors import OperationFailure
+
+        if self._config.payload_layout == "llamaindex" and set(metadata or {}) & LLAMAINDEX_RESERVED:
+            raise StoreConfigError(f"metadata key(s) {', '.join(sorted(set(metadata or {}) & LLAMAINDEX_RESERVED))} "
+                                   "are fields of the llamaindex layout itself: they cannot be filtered on")
+        conditions: dict[str, Any] = {f"metadata.{key}": {"$eq": value} for key, value in (metadata or {}).items()}
+        if namespace is not None:
+            conditions["namespace"] = {"$eq": namespace or None}
+        fields = {"_id": 0, "doc_id": 1, "namespace": 1, "chunk_index": 1, "version": 1, "text": 1, "metadata": 1}
+        stage: dict[str, Any] = {"index": self._config.search_index, "path": "embedding",
+                                 "queryVector": [float(x) for x in vector], "numCandidates": max(100, 10 * limit),
+                                 "limit": int(limit)}
+        if conditions:
+            stage["filter"] = conditions
+        try:
+            found = list(self._chunks.aggregate([{"$vectorSearch": stage}, {"$project": {
+                **fields, "score": {"$meta": "vectorSearchScore"}}}]))
+            # Atlas reports cosine as (1 + cos) / 2; hits carry the cosine itself, as the other sinks'
+            scored = [(2.0 * float(d["score"]) - 1.0, d) for d in found]
+        except OperationFailure as exc:
+            if not any(words in str(exc) for words in NO_VECTOR_SEARCH):
+                raise
+            log.warning("MongoDB has no vector search here (%s): scanning every matching chunk instead",
+                        _short(exc))
+            scored = self._exact_nearest(vector, limit, conditions, fields)
+        return [SearchHit(score=score, doc_id=d["doc_id"], namespace=d.get("namespace"),
+                          chunk_index=int(d["chunk_index"]), version=int(d["version"]), text=d.get("text", ""),
+                          metadata=self._hit_metadata(d.get("metadata") or {})) for score, d in scored]
+
+    @staticmethod
+    def _hit_metadata(nested: Mapping[str, Any]) -> dict[str, Any]:
+        if LLAMAINDEX_NODE_CONTENT in nested:
+            return node_metadata(nested[LLAMAINDEX_NODE_CONTENT])
+        return dict(nested)
+
+    def _exact_nearest(self, vector: Sequence[float], limit: int, conditions: dict[str, Any],
+                       fields: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
+        import numpy as np
+
+        query = np.asarray(vector, dtype=np.float64)
+        query /= np.linalg.norm(query) or 1.0
+        scored = []
+        for d in self._chunks.find(conditions, {**fields, "embedding": 1}):
+            stored = np.asarray(d.pop("embedding") or [], dtype=np.float64)
+            if stored.shape == query.shape:
+                scored.append((float(stored @ query / (np.linalg.norm(stored) or 1.0)), d))
+        return sorted(scored, key=lambda pair: -pair[0])[:limit]
+
 
 def _newer_version_stored(write_error: dict[str, Any]) -> bool:
     """The upsert's filter (`_id` and `version <= v`) matched nothing because a newer version holds the `_id`."""
@@ -236,6 +328,11 @@ def _newer_version_stored(write_error: dict[str, Any]) -> bool:
         return False
     pattern = write_error.get("keyPattern")
     return pattern == {"_id": 1} if pattern is not None else " index: _id_ " in write_error.get("errmsg", "")
+
+
+def _flat(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The event metadata entries the langchain layout also stores at the top level."""
+    return {k: v for k, v in metadata.items() if k not in RECORD_FIELDS}
 
 
 def _short(error: BaseException) -> str:

@@ -10,6 +10,12 @@ taken literally (capitals, dots and quotes included; it lives in the connection'
 and is at most 48 bytes, so the state table and index names derived from it stay under Postgres' 63-byte
 limit. The empty string stands for "no namespace" in both tables.
 
+With `payload_layout: llamaindex` the sink also keeps a view `data_<table>` (lower-cased, as LlamaIndex names
+it) in the shape LlamaIndex's `PGVectorStore(table_name=<table>)` reads: `id` (bigint from the chunk UUID),
+`node_id`, `text`, `embedding` and `metadata_` (the event metadata flat, plus `_node_content`: the chunk as a
+`TextNode` whose SOURCE is the doc_id, `_node_type`, `doc_id`, `document_id`, `ref_doc_id`). The rows stay in
+the native table: LangChain's `PGVectorStore` reads that one by naming its columns (README).
+
 Connections: made on first use and made again after one breaks (a restarted server, a killed backend), so
 the sink's retries carry a write across a server restart. Connecting is bounded by `connect_timeout_s`; each
 read or write (one transaction) by `timeout_s`: the server cancels a longer statement (`statement_timeout`)
@@ -24,11 +30,11 @@ import json
 import os
 import socket
 import threading
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field, field_validator
 
-from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms.ids import scheme_comment, scheme_in_comment, scheme_mismatch
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
@@ -61,6 +67,8 @@ class PgVectorConfig(StoreConfig):
     """`dsn` (libpq URI or key/value string; the password may be in `PGPASSWORD`), `table` created on
     start unless `create_table` is off; `connect_timeout_s` bounds a connection attempt and `timeout_s` each
     read or write (DSN settings such as `connect_timeout` or `keepalives_idle` take precedence)."""
+
+    layouts: ClassVar[tuple[str, ...]] = ("native", "llamaindex")
 
     type: Literal["pgvector"] = "pgvector"
     dsn: SecretRef
@@ -234,6 +242,8 @@ class PgVectorStore(VectorStore):
                 "CREATE TABLE IF NOT EXISTS {state} (namespace text NOT NULL, doc_id text NOT NULL, "
                 "version bigint NOT NULL, op text NOT NULL, PRIMARY KEY (namespace, doc_id))"))
             self._ensure_id_scheme(cur)
+            if self._config.payload_layout == "llamaindex":
+                self._ensure_llamaindex_view(cur)
 
     def _ensure_id_scheme(self, cur: Any) -> None:
         """The ID scheme is recorded as the chunk table's COMMENT (`beam-vector-sync id_scheme=2`): set on a
@@ -249,6 +259,25 @@ class PgVectorStore(VectorStore):
         problem = scheme_mismatch(f"pgvector table {self._config.table!r}", found, "another --pg_table")
         if problem:
             raise StoreConfigError(problem)
+
+    def _ensure_llamaindex_view(self, cur: Any) -> None:
+        """`data_<table>` as LlamaIndex's PGVectorStore reads it (module docstring); replaced on every start."""
+        node = ("jsonb_build_object('id_', t.id::text, 'embedding', NULL, 'metadata', t.metadata, "
+                "'excluded_embed_metadata_keys', '[]'::jsonb, 'excluded_llm_metadata_keys', '[]'::jsonb, "
+                "'relationships', jsonb_build_object('1', jsonb_build_object('node_id', t.doc_id, 'node_type', '4', "
+                "'metadata', '{{}}'::jsonb, 'hash', NULL, 'class_name', 'RelatedNodeInfo')), "
+                "'metadata_template', {key_template}, 'metadata_separator', {newline}, 'text', '', "
+                "'mimetype', 'text/plain', 'start_char_idx', NULL, 'end_char_idx', NULL, "
+                "'text_template', {text_template}, 'class_name', 'TextNode')::text")
+        cur.execute(self._sql.SQL(
+            "CREATE OR REPLACE VIEW {view} AS SELECT "
+            "('x' || left(replace(t.id::text, '-', ''), 15))::bit(60)::bigint AS id, t.id::text AS node_id, "
+            "t.text, t.embedding, t.metadata || jsonb_build_object('_node_content', " + node + ", "
+            "'_node_type', 'TextNode', 'doc_id', t.doc_id, 'document_id', t.doc_id, 'ref_doc_id', t.doc_id) "
+            "AS metadata_ FROM {table} t").format(
+            view=self._sql.Identifier("data_" + self._config.table.lower()), table=self._table,
+            key_template=self._sql.Literal("{key}: {value}"), newline=self._sql.Literal("\n"),
+            text_template=self._sql.Literal("{metadata_str}\n\n{content}")))
 
     def read_documents(self, keys: Sequence[DocKey]) -> dict[DocKey, StoredDocument]:
         if not keys:
@@ -313,3 +342,28 @@ class PgVectorStore(VectorStore):
         with self._transaction() as cur:
             cur.execute(self._q("SELECT count(*) FROM {table}"))
             return int(cur.fetchone()[0])
+
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """`ORDER BY embedding <=> query` (the HNSW cosine index; with pgvector >= 0.8 an iterative scan, so a
+        selective filter still fills `limit`), the metadata filter as JSONB containment (`metadata @> {...}`),
+        the namespace as an equality; score = 1 - cosine distance."""
+        import numpy as np
+
+        query = np.asarray(vector, dtype=np.float32)
+        where, params = ["t.metadata @> %s::jsonb"], [json.dumps(dict(metadata or {}))]
+        if namespace is not None:
+            where.append("t.namespace = %s")
+            params.append(namespace)
+        with self._transaction() as cur:
+            cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            version = tuple(int(part) for part in str(cur.fetchone()[0]).split(".")[:2] if part.isdigit())
+            if version >= (0, 8):  # keep scanning the HNSW graph until `limit` rows pass the filter
+                cur.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            cur.execute(self._q(
+                "SELECT 1 - (t.embedding <=> %s) AS score, t.doc_id, t.namespace, t.chunk_index, t.version, t.text, "
+                "t.metadata FROM {table} t WHERE " + " AND ".join(where) + " ORDER BY t.embedding <=> %s LIMIT %s"),
+                [query, *params, query, int(limit)])
+            return [SearchHit(score=float(score), doc_id=doc, namespace=ns or None, chunk_index=index, version=version,
+                              text=text, metadata=meta or {})
+                    for score, doc, ns, index, version, text, meta in cur.fetchall()]

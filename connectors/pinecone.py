@@ -8,7 +8,13 @@ The prefix is the doc_id percent-encoded to printable ASCII without `%`, `#` and
 `--pinecone_namespace`, `namespace::doc_id`, each part encoded), or `sha256:<hex>` past 400 characters:
 distinct documents never share a prefix, and no literal doc_id equals a hashed one. Metadata holds the
 shared record fields, with the event's metadata as a JSON
-string in `metadata_json` (Pinecone metadata cannot nest); a chunk text that would push a record past
+string in `metadata_json` (Pinecone metadata cannot nest; it is what the sink reads back). With
+`payload_layout: langchain` or `llamaindex` each event metadata key whose value Pinecone can hold (a string,
+number, boolean or list of strings) and that no record field uses is also a metadata field of its own:
+LangChain's `PineconeVectorStore` (`text_key="text"`) returns it in `Document.metadata`, LlamaIndex's in
+`node.metadata`, and filters on it work. `llamaindex` stores the text inside `_node_content` (the chunk as a
+`TextNode` whose SOURCE is the doc_id, as LlamaIndex's own `add` writes it) instead of `text`, with
+`_node_type`, `document_id` and `ref_doc_id`. A chunk text that would push a record past
 Pinecone's 40 KB metadata limit is cut to fit, flagged `text_truncated`, and counted.
 
 Writes per batch: upsert the chunk vectors (requests of at most `vectors_per_request` vectors and
@@ -19,17 +25,20 @@ once are not guarded against each other.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import Field
 
-from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.secrets import SecretRef
 from transforms import counters
 from transforms.ids import (ID_SCHEME, SCHEME_MARKER_ID, pinecone_document_prefix, pinecone_vector_id,
                             scheme_mismatch)
+from transforms.layouts import LLAMAINDEX_NODE_CONTENT, OTHER_LAYOUT, llamaindex_metadata, payload_text
 from transforms.retry import is_transient_status
 from transforms.types import ChunkRecord, DocKey, DocumentWrite, StoredChunk, StoredDocument
 
@@ -38,6 +47,21 @@ METADATA_LIMIT_BYTES = 40 * 1024
 IDS_PER_REQUEST = 1000
 FETCH_IDS_PER_REQUEST = 100  # ids travel in the query string
 LIST_PAGE = 100
+LLAMAINDEX_FIELDS = (LLAMAINDEX_NODE_CONTENT, "_node_type", "document_id", "ref_doc_id")
+RECORD_FIELDS = frozenset({"doc_id", "namespace", "chunk_index", "chunk_count", "version", "content_hash", "model",
+                           "metadata_json", "text", "text_truncated", *LLAMAINDEX_FIELDS})
+"""Metadata fields of a chunk vector that an event metadata key cannot take as a field of its own."""
+
+
+def flat_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The event metadata entries the langchain layout stores as fields of their own."""
+    def storable(value: Any) -> bool:
+        if isinstance(value, float):
+            return math.isfinite(value)
+        return isinstance(value, (str, bool, int)) or (isinstance(value, list) and all(
+            isinstance(v, str) for v in value))
+
+    return {k: v for k, v in metadata.items() if k not in RECORD_FIELDS and storable(v)}
 
 
 class RecordTooLargeError(ValueError):
@@ -60,6 +84,8 @@ class PineconeConfig(StoreConfig):
     request_bytes: int = Field(default=2_000_000, ge=10_000, le=2 * 1024 * 1024)
     lookup_threads: int = Field(default=8, ge=1, le=64)
     timeout_s: float = 30.0
+
+    layouts: ClassVar[tuple[str, ...]] = ("native", "langchain", "llamaindex")
 
     @property
     def sink_type(self) -> str:
@@ -198,7 +224,7 @@ class PineconeStore(VectorStore):
                     point_id=vector_id, chunk_index=int(m.get("chunk_index", -1)), version=int(m.get("version", -1)),
                     content_hash=str(m.get("content_hash", "")), model=str(m.get("model", "")),
                     vector=list(vector.values), chunk_count=int(m.get("chunk_count", 0)),
-                    metadata=json.loads(m.get("metadata_json") or "{}")))
+                    metadata=self._event_metadata(m)))
         return chunks
 
     def _read_states(self, keys: Sequence[DocKey]) -> dict[DocKey, dict[str, Any]]:
@@ -233,36 +259,58 @@ class PineconeStore(VectorStore):
         self._truncated.inc(sum(1 for vectors in built.values() for v in vectors
                                 if v["metadata"].get("text_truncated")))  # counted once the batch has landed
 
+    def _event_metadata(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """The event metadata (from `metadata_json`); `{OTHER_LAYOUT: ...}` when the vector was written in
+        another layout, so the next write of its document rewrites it."""
+        metadata = json.loads(stored.get("metadata_json") or "{}")
+        flat = flat_metadata(metadata)
+        layout = self._config.payload_layout
+        if layout == "native":
+            in_layout = LLAMAINDEX_NODE_CONTENT not in stored and not any(k in stored for k in flat)
+        else:
+            in_layout = ((LLAMAINDEX_NODE_CONTENT in stored) == (layout == "llamaindex")
+                         and all(stored.get(k, OTHER_LAYOUT) == v for k, v in flat.items()))
+        return metadata if in_layout else {OTHER_LAYOUT: "another layout"}
+
     def _vector(self, record: ChunkRecord) -> dict[str, Any]:
-        metadata: dict[str, Any] = {
+        fields: dict[str, Any] = {
             "doc_id": record.doc_id, "chunk_index": record.chunk_index, "chunk_count": record.chunk_count,
             "version": record.version, "content_hash": record.content_hash, "model": record.model,
-            "metadata_json": json.dumps(record.metadata, sort_keys=True, separators=(",", ":")), "text": record.text}
+            "metadata_json": json.dumps(record.metadata, sort_keys=True, separators=(",", ":"))}
         if record.namespace:
-            metadata["namespace"] = record.namespace
-        metadata = self._fit_metadata(metadata)
-        return {"id": self.vector_id(record.namespace, record.doc_id, record.chunk_index),
-                "values": [float(x) for x in record.vector], "metadata": metadata}
+            fields["namespace"] = record.namespace
+        layout = self._config.payload_layout
+        flat = flat_metadata(record.metadata) if layout != "native" else {}
 
-    def _fit_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Cuts `text` (on a character boundary) until the metadata fits Pinecone's 40 KB limit."""
-        size = _json_size(metadata)
-        if size <= METADATA_LIMIT_BYTES:
+        def build(text: str) -> dict[str, Any]:
+            if layout != "llamaindex":
+                return {**flat, **fields, "text": text}
+            node = llamaindex_metadata(dataclasses.replace(record, text=text), with_text=True)
+            return {**flat, **fields, **{k: node[k] for k in LLAMAINDEX_FIELDS}}
+
+        return {"id": self.vector_id(record.namespace, record.doc_id, record.chunk_index),
+                "values": [float(x) for x in record.vector], "metadata": self._fit_metadata(build, record)}
+
+    def _fit_metadata(self, build: Callable[[str], dict[str, Any]], record: ChunkRecord) -> dict[str, Any]:
+        """`build(text)`, with the text cut (on a character boundary) to the longest prefix that keeps the
+        metadata within Pinecone's 40 KB limit, flagged `text_truncated`."""
+        metadata = build(record.text)
+        if _json_size(metadata) <= METADATA_LIMIT_BYTES:
             return metadata
-        text = metadata["text"]
-        fixed = size - _json_size(text) + _json_size("") + len(',"text_truncated":true')
-        room = METADATA_LIMIT_BYTES - fixed
-        if room < 0:
-            raise RecordTooLargeError(f"metadata of {metadata['doc_id']!r} is {size} bytes even without its "
+        flag = len(',"text_truncated":true')
+        empty = _json_size(build("")) + flag
+        if empty > METADATA_LIMIT_BYTES:
+            raise RecordTooLargeError(f"metadata of {record.doc_id!r} is {empty - flag} bytes even without its "
                                       f"text; Pinecone allows {METADATA_LIMIT_BYTES}")
+        text = record.text
         low, high = 0, len(text)
-        while low < high:  # the longest prefix whose JSON fits
+        while low < high:  # the longest prefix whose metadata fits
             middle = (low + high + 1) // 2
-            if _json_size(text[:middle]) - 2 <= room:
+            if _json_size(build(text[:middle])) + flag <= METADATA_LIMIT_BYTES:
                 low = middle
             else:
                 high = middle - 1
-        return {**metadata, "text": text[:low], "text_truncated": True}
+        return {**build(text[:low]), "text_truncated": True}
 
     def _state(self, write: DocumentWrite) -> dict[str, Any]:
         event = write.event
@@ -293,6 +341,33 @@ class PineconeStore(VectorStore):
         if isinstance(error, ApiError):
             return is_transient_status(error.status_code)
         return isinstance(error, (PineconeConnectionError, PineconeTimeoutError, TimeoutError, ConnectionError))
+
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """A query on one Pinecone namespace: `--pinecone_namespace` (then `namespace` is a metadata filter),
+        else the event namespace's own (the default one without `namespace`). A metadata filter needs the
+        langchain layout (the native one keeps the event metadata as one JSON string, which Pinecone cannot
+        filter on), and a key stored as a field of its own."""
+        if metadata and self._config.payload_layout == "native":
+            raise StoreConfigError("Pinecone's native layout stores the event metadata as one JSON string "
+                                   "(metadata_json), which Pinecone cannot filter on: filter on --namespace, or "
+                                   "write the index with --payload_layout langchain")
+        unfilterable = sorted(k for k, v in (metadata or {}).items() if k in RECORD_FIELDS or not flat_metadata({k: v}))
+        if unfilterable:
+            raise StoreConfigError(f"metadata key(s) {', '.join(unfilterable)} are not fields of their own in "
+                                   "Pinecone (a record field's name, or a value Pinecone cannot hold)")
+        conditions: dict[str, Any] = {k: {"$eq": v} for k, v in (metadata or {}).items()}
+        if self._config.namespace is not None and namespace is not None:
+            conditions["namespace"] = {"$eq": namespace} if namespace else {"$exists": False}
+        result = self._index.query(vector=[float(x) for x in vector], top_k=int(limit), include_metadata=True,
+                                   namespace=self._namespace(namespace), filter=conditions or None)
+        hits = []
+        for match in result.matches:
+            m = match.metadata or {}
+            hits.append(SearchHit(score=float(match.score), doc_id=str(m.get("doc_id")), namespace=m.get("namespace"),
+                                  chunk_index=int(m.get("chunk_index", -1)), version=int(m.get("version", -1)),
+                                  text=payload_text(m), metadata=json.loads(m.get("metadata_json") or "{}")))
+        return hits
 
     def count(self) -> int:
         stats = self._index.describe_index_stats()

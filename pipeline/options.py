@@ -31,6 +31,7 @@ from connectors.redis_streams import RedisStreamConfig
 from connectors.sqs import SqsConfig
 from transforms.chunking import DEFAULT_CHUNK_OVERLAP
 from transforms.embedding import DEFAULT_CALL_COST_TOKENS
+from transforms.layouts import LAYOUTS
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
 SINKS = ("qdrant", "pgvector", "pinecone", "mongodb")
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fail at start if a collection or table does not exist, instead of creating it")
     sink.add_argument("--write_batch_size", type=int, help="chunk records per store write (default: 256; Pinecone 100)")
     sink.add_argument("--write_batch_bytes", type=int, help="approximate bytes per store write (default: 8 MiB)")
+    sink.add_argument("--payload_layout", choices=LAYOUTS,
+                      help="how chunks are shaped in every sink: 'native' (default), or what LangChain's or "
+                           "LlamaIndex's vector store for that sink reads as it is (README: Reading the stores)")
     emb = parser.add_argument_group("embedding")
     emb.add_argument("--model", help="local model folder or locally cached name (default: bundled all-MiniLM-L6-v2)")
     emb.add_argument("--backend", choices=("torch", "onnx-int8"),
@@ -394,6 +398,8 @@ def _sink_settings(args: argparse.Namespace, from_file: Optional[list[dict[str, 
             s["batch_size"] = args.write_batch_size
         if args.write_batch_bytes is not None:
             s["batch_bytes"] = args.write_batch_bytes
+        if args.payload_layout is not None:
+            s["payload_layout"] = args.payload_layout
     _require(listed, "pgvector", "dsn", "--sink pgvector needs --pg_dsn (or the PG_DSN environment variable)")
     _require(listed, "pinecone", "index_host",
              "--sink pinecone needs --pinecone_index_host (or the PINECONE_INDEX_HOST environment variable)")
@@ -435,3 +441,27 @@ def _from_environment(name: str, reference: bool) -> Optional[str]:
 def _require(sinks: list[dict[str, Any]], sink_type: str, field: str, message: str) -> None:
     if any(s.get("type") == sink_type and not s.get(field) for s in sinks):
         raise ValueError(message)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pipeline's own `--config`, sink flags and `--model` on another tool's parser (the same definitions,
+    so a tool that opens the stores the pipeline wrote takes the same options)."""
+    pipeline = build_parser()
+    wanted = {"config", "model"}
+    for group in pipeline._action_groups:  # noqa: SLF001 - argparse keeps a group's actions here
+        if group.title and group.title.startswith("sinks"):
+            target = parser.add_argument_group(group.title)
+            for action in group._group_actions:  # noqa: SLF001
+                target._add_action(action)  # noqa: SLF001
+    for action in pipeline._actions:  # noqa: SLF001
+        if action.dest in wanted:
+            parser._add_action(action)  # noqa: SLF001
+
+
+def stores_from_arguments(args: argparse.Namespace) -> tuple[tuple[StoreConfig, ...], Optional[str]]:
+    """`(sinks, model)` from arguments parsed with `add_store_arguments`, as `parse_args` would make them
+    (flags over the `--config` file, the environment filling gaps); raises like `parse_args`."""
+    settings = load_config_file(args.config) if args.config else {}
+    config = SyncConfig.model_validate({"sinks": _sink_settings(args, settings.get("sinks")),
+                                        "model": args.model if args.model is not None else settings.get("model")})
+    return config.stores, config.model

@@ -1,7 +1,8 @@
 """A local stand-in for one Pinecone serverless index's data plane (no Pinecone emulator can run here).
 
 Implements the REST endpoints the sink uses, as the real `pinecone` SDK calls them: `POST /vectors/upsert`,
-`POST /vectors/delete`, `GET /vectors/fetch`, `GET /vectors/list`, `POST /query`, `POST
+`POST /vectors/delete`, `GET /vectors/fetch`, `GET /vectors/list`, `POST /query` (with Pinecone's metadata
+filter language: `$eq $ne $in $nin $gt $gte $lt $lte $exists $and $or`, a bare value meaning `$eq`), `POST
 /describe_index_stats`, with Pinecone's documented validation and status codes: 401 without an `Api-Key`,
 400 for a wrong dimension, an all-zero dense vector, null or nested metadata values, metadata over 40 KB,
 more than 1,000 vectors or IDs per request, a `limit` over 100 on list and a delete by metadata filter
@@ -49,6 +50,42 @@ def _check_metadata(vector_id: str, metadata: Any) -> None:
             raise ApiFailure(400, "INVALID_ARGUMENT",
                              f"Metadata value for field {key!r} must be a string, number, boolean or list of "
                              f"strings, got {type(value).__name__}")
+
+
+_COMPARE = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b, "$lt": lambda a, b: a < b,
+            "$lte": lambda a, b: a <= b}
+
+
+def matches_filter(metadata: dict[str, Any], condition: Any) -> bool:
+    """Whether a vector's metadata passes a Pinecone metadata filter (a list value matches `$eq` on an element)."""
+    if not isinstance(condition, dict):
+        raise ApiFailure(400, "INVALID_ARGUMENT", "filter must be an object")
+    for key, expected in condition.items():
+        if key in ("$and", "$or"):
+            results = [matches_filter(metadata, c) for c in expected]
+            if not (all(results) if key == "$and" else any(results)):
+                return False
+            continue
+        operators = expected if isinstance(expected, dict) else {"$eq": expected}
+        present = key in metadata
+        value = metadata.get(key)
+        values = value if isinstance(value, list) else [value]
+        for operator, operand in operators.items():
+            if operator == "$exists":
+                ok = present == bool(operand)
+            elif operator in ("$eq", "$ne"):
+                ok = present and operand in values
+                ok = ok if operator == "$eq" else not ok
+            elif operator in ("$in", "$nin"):
+                ok = present and any(v in operand for v in values)
+                ok = ok if operator == "$in" else not ok
+            elif operator in _COMPARE:
+                ok = present and isinstance(value, (int, float)) and _COMPARE[operator](value, operand)
+            else:
+                raise ApiFailure(400, "INVALID_ARGUMENT", f"unknown filter operator {operator}")
+            if not ok:
+                return False
+    return True
 
 
 def _check_id(vector_id: Any) -> str:
@@ -215,7 +252,10 @@ class FakePineconeIndex:
         with self._lock:
             items = list(self._data.get(namespace, {}).items())
         scored = []
+        condition = body.get("filter")
         for vector_id, (values, metadata) in items:
+            if condition is not None and not matches_filter(metadata, condition):
+                continue
             other = math.sqrt(sum(x * x for x in values)) or 1.0
             score = sum(a * b for a, b in zip(vector, values)) / (norm * other)
             match: dict[str, Any] = {"id": vector_id, "score": score}

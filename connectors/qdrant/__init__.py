@@ -26,14 +26,15 @@ import contextlib
 import math
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional, Sequence
 
 from pydantic import model_validator
 
-from connectors.base import StoreConfig, StoreConfigError, VectorStore
+from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.qdrant.backends import ClientBackend, QdrantBackend
 from connectors.secrets import SecretRef
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_UUID, chunk_point_id, document_point_id, scheme_mismatch
+from transforms.layouts import chunk_payload, event_metadata, metadata_path, payload_text
 from transforms.retry import is_transient_status
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
@@ -99,6 +100,8 @@ def local_clients_kept_open() -> Iterator[None]:
 class QdrantConfig(StoreConfig):
     """`path` (embedded store on disk) or `url` (a Qdrant server); `collection` is created on start with
     the model's dimension and cosine distance unless `create_collection` is off."""
+
+    layouts: ClassVar[tuple[str, ...]] = ("native", "langchain", "llamaindex")
 
     type: Literal["qdrant"] = "qdrant"
     path: Optional[str] = None
@@ -219,7 +222,7 @@ class QdrantStore(VectorStore):
                 point_id=str(record.id), chunk_index=int(p.get("chunk_index", -1)),
                 version=int(p.get("version", -1)), content_hash=p.get("content_hash", ""),
                 model=p.get("model", ""), vector=list(record.vector) if record.vector is not None else None,
-                chunk_count=int(p.get("chunk_count", 0)), metadata=p.get("metadata") or {}))
+                chunk_count=int(p.get("chunk_count", 0)), metadata=event_metadata(p, self._config.payload_layout)))
         result = {}
         for key, state in ledger.items():
             doc_chunks = tuple(sorted(chunks.get(key, ()), key=lambda c: c.chunk_index))
@@ -258,7 +261,8 @@ class QdrantStore(VectorStore):
                 widened.append(self._state_point(w, bound, before or _PENDING))
         if widened:
             backend.upsert(self._state, widened, condition=_not_newer(widened))
-        points = [models.PointStruct(id=r.point_id, vector=r.vector, payload=r.payload())
+        layout = self._config.payload_layout
+        points = [models.PointStruct(id=r.point_id, vector=r.vector, payload=chunk_payload(r, layout))
                   for w in writes for r in w.records]
         if points:
             backend.upsert(self._collection, points, condition=_not_newer(points))
@@ -302,9 +306,23 @@ class QdrantStore(VectorStore):
     def has_collection(self) -> bool:
         return self.backend.exists(self._collection)
 
-    def nearest(self, vector: Sequence[float], limit: int) -> list[Any]:
-        """The `limit` chunk points nearest to `vector` (`score`, `payload`), best first."""
-        return self.backend.query(self._collection, vector, limit)
+    def nearest(self, vector: Sequence[float], limit: int, metadata: Optional[Mapping[str, Any]] = None,
+                namespace: Optional[str] = None) -> list[SearchHit]:
+        """A filtered query on the chunk collection (the sync state is another collection: never a hit)."""
+        from qdrant_client import models
+
+        layout = self._config.payload_layout
+        try:
+            must: list[Any] = [_field_is(metadata_path(key, layout), value) for key, value in (metadata or {}).items()]
+        except ValueError as exc:
+            raise StoreConfigError(str(exc)) from exc
+        if namespace is not None:
+            must.append(_field_is("namespace", namespace))
+        points = self.backend.query(self._collection, vector, limit, models.Filter(must=must) if must else None)
+        return [SearchHit(score=float(p.score), doc_id=str(payload.get("doc_id")), namespace=payload.get("namespace"),
+                          chunk_index=int(payload.get("chunk_index", -1)), version=int(payload.get("version", -1)),
+                          text=payload_text(payload), metadata=event_metadata(payload, layout))
+                for p in points for payload in [p.payload or {}]]
 
     def scroll_points(self, sync_state: bool = False, with_vectors: bool = True) -> Iterator[Any]:
         """Every point of the chunk collection (or of the sync-state one), in pages: records with `id`,
@@ -333,6 +351,15 @@ def _version_range(lt: Optional[int] = None, lte: Optional[int] = None) -> Any:
 
     return models.FieldCondition(key="version", range=models.Range(lt=bound(lt, -math.inf),
                                                                    lte=bound(lte, math.inf)))
+
+
+def _field_is(key: str, value: Any) -> Any:
+    """`key == value`: a keyword, integer or boolean match; a float as the range [value, value]."""
+    from qdrant_client import models
+
+    if isinstance(value, float):
+        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
 def _version_at_most(write: DocumentWrite) -> Any:

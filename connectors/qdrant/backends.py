@@ -55,8 +55,9 @@ class QdrantBackend(ABC):
         """One page of records and the next offset (None at the end)."""
 
     @abstractmethod
-    def query(self, name: str, vector: Sequence[float], limit: int) -> list[Any]:
-        """Nearest points (`score`, `payload`), best first."""
+    def query(self, name: str, vector: Sequence[float], limit: int, condition: Optional[Any] = None) -> list[Any]:
+        """Nearest points (`score`, `payload`), best first; with `condition` (a `models.Filter`) only points
+        whose payload matches it."""
 
     def make_durable(self) -> None:
         """Called after each write batch when `local_durability` is `full`."""
@@ -149,8 +150,9 @@ class ClientBackend(QdrantBackend):
     def scroll(self, name: str, limit: int, offset: Any, with_vectors: bool) -> tuple[list[Any], Any]:
         return self.client.scroll(name, limit=limit, offset=offset, with_payload=True, with_vectors=with_vectors)
 
-    def query(self, name: str, vector: Sequence[float], limit: int) -> list[Any]:
-        return self.client.query_points(name, query=list(vector), limit=limit, with_payload=True).points
+    def query(self, name: str, vector: Sequence[float], limit: int, condition: Optional[Any] = None) -> list[Any]:
+        return self.client.query_points(name, query=list(vector), limit=limit, query_filter=condition,
+                                        with_payload=True).points
 
     def close(self) -> None:
         self.client.close()

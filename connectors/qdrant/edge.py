@@ -132,11 +132,12 @@ class EdgeBackend(QdrantBackend):
         return self._shard(name).scroll(qe.ScrollRequest(offset=offset, limit=limit, with_payload=True,
                                                          with_vector=with_vectors))
 
-    def query(self, name: str, vector: Sequence[float], limit: int) -> list[Any]:
+    def query(self, name: str, vector: Sequence[float], limit: int, condition: Optional[Any] = None) -> list[Any]:
         import qdrant_edge as qe
 
-        return self._shard(name).query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(list(vector)),
-                                                       with_payload=True))
+        return self._shard(name).query(qe.QueryRequest(
+            limit=limit, query=qe.Query.Nearest(list(vector)), with_payload=True,
+            filter=edge_filter(condition) if condition is not None else None))
 
     def make_durable(self) -> None:
         if self._flush_each_batch:
