@@ -13,7 +13,6 @@ The default input, the shipped sample, is package data: each worker reads its ow
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -22,10 +21,10 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import counters
+from transforms.defaults import SAMPLE_CHANGELOG
 from transforms.stages import DEAD_LETTERS, DEFAULT_MAX_DOCUMENT_BYTES, ENVELOPE_BYTES, KEPT_PAYLOAD_BYTES
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
-SAMPLE_CHANGELOG = Path(__file__).resolve().parent.parent / "pipeline" / "sample_data" / "changelog.jsonl"
 SAMPLE_INPUT = "sample:changelog.jsonl"
 """What the graph carries for the default input: resolved to `SAMPLE_CHANGELOG` on each worker."""
 

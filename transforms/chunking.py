@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from transforms.defaults import DEFAULT_CHUNK_OVERLAP
 from transforms.ids import chunk_point_id, content_hash
 from transforms.types import Chunk
 
-DEFAULT_CHUNK_OVERLAP = 32
 
 
 class ChunkingError(ValueError):

@@ -20,6 +20,7 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
 from transforms import counters
+from transforms.defaults import DEFAULT_CALL_COST_TOKENS
 from transforms.model import ModelRef, load_sentence_transformer, local_model_path
 from transforms.types import DocKey
 
@@ -28,9 +29,6 @@ ChunkRef = tuple[DocKey, int]
 ChunkText = tuple[str, int]
 """`(text, token_count)`: what is embedded, with its length for padding accounting."""
 
-
-DEFAULT_CALL_COST_TOKENS = 512
-"""What one extra model call is taken to cost, in padded token slots, when a batch is split by length."""
 
 
 def padding_aware_groups(lengths: Sequence[int], call_cost_tokens: int = DEFAULT_CALL_COST_TOKENS) -> list[list[int]]:

@@ -33,11 +33,12 @@ from pydantic import model_validator
 from connectors.base import StoreConfig, StoreConfigError, VectorStore
 from connectors.qdrant.backends import ClientBackend, QdrantBackend
 from connectors.secrets import SecretRef
+from transforms.defaults import DEFAULT_QDRANT_PATH
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_UUID, chunk_point_id, document_point_id, scheme_mismatch
 from transforms.retry import is_transient_status
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
-DEFAULT_PATH = "./.vector_store"
+DEFAULT_PATH = DEFAULT_QDRANT_PATH
 STATE_SUFFIX = "__sync_state"
 _PENDING = {"version": -1, "op": "pending"}  # the state of a document whose first write has not finished
 
