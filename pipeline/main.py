@@ -33,10 +33,9 @@ from pipeline.summary import RunSummary, summary_from_metrics
 from transforms.model import (
     ModelNotFoundError,
     ModelRef,
-    embedding_dimension,
     force_offline,
     is_remote,
-    load_sentence_transformer,
+    model_facts,
     model_fingerprint,
     resolve_model,
 )
@@ -50,17 +49,19 @@ class StartupError(RuntimeError):
 
 @functools.lru_cache(maxsize=4)
 def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Optional[str] = None) -> ModelRef:
-    """The model reference the workers get: `model_arg` (a local folder made absolute), its fingerprint and
-    its dimension, read here from the launcher's copy (loaded once per process). The int8 ONNX export is
-    made where it is used: on the workers (and here for local runners, see `_run`)."""
+    """The model reference the workers get: `model_arg` (a local folder made absolute), its fingerprint, its
+    dimension and whether its tokenizer.json loads alone, from the launcher's copy (`model_facts`: the model
+    is loaded here only the first time it is seen; the workers load it when the first chunk to embed comes).
+    The int8 ONNX export is made where it is used: on the workers (and here for local runners, see `_run`)."""
     force_offline()
     path = resolve_model(model_arg)
-    model = load_sentence_transformer(path, "cpu")
+    fingerprint = model_fingerprint(path)
+    facts = model_facts(path, fingerprint)
     reference = model_arg
     if model_arg and not is_remote(model_arg) and Path(model_arg.removeprefix("file://")).expanduser().exists():
         reference = path  # absolute: the same folder must exist on every worker
-    return ModelRef(reference=reference, fingerprint=model_fingerprint(path), dimension=embedding_dimension(model),
-                    backend=backend, onnx_cache=onnx_cache)
+    return ModelRef(reference=reference, fingerprint=fingerprint, dimension=facts.dimension,
+                    backend=backend, onnx_cache=onnx_cache, tokenizer_file=facts.tokenizer_file)
 
 
 def check_input(config: SyncConfig) -> None:

@@ -38,6 +38,8 @@ class RunSummary(BaseModel):
     sink_retries: int = 0
     tokens_in_batches: int = 0
     padded_tokens_in_batches: int = 0
+    model_loads: int = 0
+    """Embedding models loaded (once per worker process that got a chunk to embed; 0 when nothing needed it)."""
     wall_seconds: float = 0.0
     vectors_in_store: int | None = None
     sinks: dict[str, SinkSummary] = {}
@@ -74,7 +76,7 @@ class RunSummary(BaseModel):
             *([f"  acknowledged      {self.records_acknowledged} (to the source, after apply)"]
               if self.records_acknowledged else []),
             f"chunks embedded     {self.chunks_embedded} (skipped, unchanged: {self.chunks_skipped}; "
-            f"padding {self.padding_fraction:.1%} of batch tokens)",
+            f"padding {self.padding_fraction:.1%} of batch tokens; model loads: {self.model_loads})",
             f"vectors upserted    {self.vectors_upserted}",
             f"vectors deleted     {self.vectors_deleted}",
             f"sink retries        {self.sink_retries}",

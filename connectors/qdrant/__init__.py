@@ -189,14 +189,14 @@ class QdrantStore(VectorStore):
     def _ensure_id_scheme(self, where: Optional[str]) -> None:
         """The ID scheme is recorded as a reserved payload-only point in the sync-state collection (never a
         chunk, never a search hit): written into a store without data, checked otherwise (see transforms.ids)."""
-        from qdrant_client import models
-
         marker = self.backend.retrieve(self._state, [SCHEME_MARKER_UUID])
         if marker:
             found: Optional[int] = int((marker[0].payload or {}).get("id_scheme", 1))
         elif self.count() or self.backend.count(self._state):
             found = None
         else:
+            from qdrant_client import models  # imports in seconds: only for a store without data
+
             self.backend.upsert(self._state, [models.PointStruct(
                 id=SCHEME_MARKER_UUID, vector={}, payload={"id_scheme": ID_SCHEME})])
             return
