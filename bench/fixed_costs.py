@@ -5,7 +5,8 @@ drained), for the cases a cron job or a `--follow` loop meets most:
 - `help`: `--help`; `usage-error`: a malformed flag (`--batch_size many`, exit 2);
 - `sample-first`: the shipped sample into a fresh embedded store with empty caches (fingerprints, model
   facts, Beam's option names): the first run on a machine;
-- `sample-fresh`: the sample into a fresh store (caches warm); `sample-sync`: the same again, all in sync;
+- `sample-fresh`: the sample into a fresh store (caches warm); `sample-sync`: the same again, all in sync
+  (the store is filled first, untimed, when no case before it did);
 - `full`: the bench corpus (`bench.corpus`, `--docs` documents) into a fresh store; `resync`: the same
   documents at version 2 with 5% of them edited, against that store.
 
@@ -70,6 +71,8 @@ def _case(name: str, code: Path, work: Path, cache: Path, docs: int) -> dict:
             shutil.rmtree(cache, ignore_errors=True)
         return _process(code, store, work, cache)
     if name == "sample-sync":
+        if not (work / "store").exists():  # filled first, untimed
+            _process(code, store, work, cache)
         return _process(code, store, work, cache)
     corpus = make_corpus(docs)
     if name == "full":

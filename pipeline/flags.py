@@ -163,10 +163,10 @@ def refuse_mistyped_flags(beam_args: Sequence[str], parser: argparse.ArgumentPar
     or close spelling of one of our flags or of a Beam option (Beam would log its value and ignore it).
     The message names the flag and the likely one, never the value. Other unknown flags pass to Beam."""
     ours = [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
-    beams = beam_option_names()
     for arg in beam_args:
         if not arg.startswith("--") or arg == "--":
             continue
+        beams = beam_option_names()  # listed only when there is something to check
         name = arg[2:].split("=", 1)[0]
         if name in beams:
             continue
