@@ -98,8 +98,9 @@ def test_a_run_with_nothing_to_embed_neither_loads_the_model_nor_imports_torch(t
 
 # The chunker without transformers: the very same chunks, or not used.
 
-TRICKY = ["", "   ", "Café naïve résumé ÉCOLE", "東京の倉庫で荷物を積む 2024年", "emoji 🚚📦 forklift\u200b zero-width",
-          "tab\tand\r\nnewlines\x00control\x07chars", "UPPER lower MiXeD 12,345.67 e-mail: a.b@c.d",
+TRICKY = ["", "   ", "Café naïve résumé ÉCOLE", "東京の倉庫で荷物を積む 2024年",
+          "emoji 🚚📦 forklift\u200b zero-width", "tab\tand\r\nnewlines\x00control\x07chars",
+          "UPPER lower MiXeD 12,345.67 e-mail: a.b@c.d",
           "https://example.com/path?q=1&r=2#frag", "don't won't o'clock co-op", "ﬁ ligature ﬂ Ⅻ ①"]
 
 

@@ -27,10 +27,9 @@ from transforms.model import ModelRef, load_sentence_transformer, local_model_pa
 from transforms.types import DocKey
 
 ChunkRef = tuple[DocKey, int]
-"""`(document key, chunk index)`: the key RunInference carries through for each chunk."""
+"""`(document key, chunk index)`: the key each chunk carries through embedding."""
 ChunkText = tuple[str, int]
 """`(text, token_count)`: what is embedded, with its length for padding accounting."""
-
 
 
 def padding_aware_groups(lengths: Sequence[int], call_cost_tokens: int = DEFAULT_CALL_COST_TOKENS) -> list[list[int]]:
