@@ -99,6 +99,21 @@ def runs_remotely(options: PipelineOptions) -> bool:
     return runner_name(options) not in LOCAL_RUNNERS and not loopback
 
 
+def direct_batch_runner(options: PipelineOptions) -> Optional[Any]:
+    """DirectRunner in batch mode: Beam's FnApiRunner, made as DirectRunner makes it for this graph, because
+    DirectRunner would first try PrismRunner, fetching its binary from GitHub (a network call at every run,
+    and another runner wherever it succeeds). None for any other runner: the one the options name."""
+    if runner_name(options) != "DirectRunner" or options.view_as(StandardOptions).streaming:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
 REMOTE_STORES = "--qdrant_url (a Qdrant server), --sink pgvector, --sink pinecone or --sink mongodb"
 
 
@@ -199,7 +214,7 @@ def _run(config: SyncConfig, beam_args: list[str]) -> Union[RunSummary, "Submitt
     except (StoreConfigError, ModelNotFoundError, UnsupportedModelError) as exc:
         raise StartupError(str(exc)) from exc
     started = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=direct_batch_runner(options), options=options)
     build_graph(pipeline, config, model, prepare_on_workers=remote)
     result = pipeline.run()
     if remote and options.view_as(StandardOptions).streaming:

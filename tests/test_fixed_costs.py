@@ -194,3 +194,22 @@ def test_the_model_loads_on_the_first_batch_only():
     with pytest.raises(Exception, match="model load attempted"):  # a chunk: loaded, and its failure fails the job
         with beam.Pipeline() as p:
             _ = p | beam.Create([((("", "d"), 0), ("text", 1))]) | EmbedChunks(_Unloadable())
+
+
+def test_direct_runner_batches_run_on_the_fn_api_runner_without_trying_prism(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture):
+    """DirectRunner would try PrismRunner first (fetching its binary from GitHub) for a graph Prism supports."""
+    import logging
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    from pipeline.main import direct_batch_runner, run
+
+    assert isinstance(direct_batch_runner(PipelineOptions(["--runner=DirectRunner"])), FnApiRunner)
+    assert direct_batch_runner(PipelineOptions(["--runner=DirectRunner", "--streaming"])) is None
+    assert direct_batch_runner(PipelineOptions(["--runner=PrismRunner"])) is None
+    with caplog.at_level(logging.INFO):
+        summary = run(["--qdrant_path", str(tmp_path / "store"), "--dead_letters", str(tmp_path / "dead.jsonl")])
+    assert summary.events_applied == 6 and summary.accounted
+    assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
