@@ -25,7 +25,7 @@ from connectors.pinecone import PineconeConfig
 from connectors.pubsub import PubSubConfig
 from connectors.qdrant import QdrantConfig
 from connectors.redis_streams import RedisStreamConfig
-from pipeline.flags import SINKS, SOURCES, build_parser, refuse_mistyped_flags
+from pipeline.flags import build_parser, refuse_mistyped_flags
 from transforms.defaults import DEFAULT_CALL_COST_TOKENS, DEFAULT_CHUNK_OVERLAP, SAMPLE_CHANGELOG
 
 SinkConfig = Annotated[Union[QdrantConfig, PgVectorConfig, PineconeConfig, MongoConfig], Field(discriminator="type")]
