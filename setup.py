@@ -41,5 +41,5 @@ setup(
     include_package_data=True,
     install_requires=[TORCH, *(p for p in pins if _name(p) not in optional)],
     extras_require=extras,
-    entry_points={"console_scripts": ["beam-vector-sync=pipeline.main:main"]},
+    entry_points={"console_scripts": ["beam-vector-sync=pipeline.cli:main"]},
 )

@@ -289,8 +289,9 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def setup(self) -> None:
         super().setup()
+        tokenizer_file = isinstance(self._model_path, ModelRef) and self._model_path.tokenizer_file
         self._chunker = TokenChunker.from_model_path(local_model_path(self._model_path), self._chunk_size,
-                                                     self._chunk_overlap)  # resolved and verified here
+                                                     self._chunk_overlap, tokenizer_file)  # resolved and verified here
 
     def _limit(self) -> int:
         return self._lookup_batch_size
@@ -323,7 +324,7 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
         yield from self._release_chunks(in_bundle_end=True)
 
     def _release_chunks(self, in_bundle_end: bool) -> Iterator[Any]:
-        """Length-aware batching: chunks go to RunInference sorted by token count (over up to
+        """Length-aware batching: chunks go to the embedding step sorted by token count (over up to
         `embed_sort_window` chunks of the bundle), so each batch holds similar lengths and little padding."""
         pending, self._to_embed = self._to_embed, []
         pending.sort(key=lambda item: item[0])

@@ -16,7 +16,7 @@ The default input, the shipped sample, is package data: each worker reads its ow
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -26,10 +26,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import counters
 from transforms.extract import ExtractionError, extract_text, extractor_for
+from transforms.defaults import SAMPLE_CHANGELOG
 from transforms.stages import DEAD_LETTERS, DEFAULT_MAX_DOCUMENT_BYTES, ENVELOPE_BYTES, KEPT_PAYLOAD_BYTES
 from transforms.types import ChangeEvent, DeadLetter, RawRecord, SourceRef
 
-SAMPLE_CHANGELOG = Path(__file__).resolve().parent.parent / "pipeline" / "sample_data" / "changelog.jsonl"
 SAMPLE_INPUT = "sample:changelog.jsonl"
 """What the graph carries for the default input: resolved to `SAMPLE_CHANGELOG` on each worker."""
 

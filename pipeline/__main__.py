@@ -1,6 +1,6 @@
 """`python -m pipeline --runner=DirectRunner [options]`: see `python -m pipeline --help`."""
 import sys
 
-from pipeline.main import main
+from pipeline.cli import main
 
 sys.exit(main())

@@ -1,5 +1,5 @@
 """`python -m pipeline.flex_template > metadata.json`: the Dataflow flex-template metadata, one parameter per
-launcher flag of `pipeline.options.build_parser` (label, help text, a validation regex from its type or
+launcher flag of `pipeline.flags.build_parser` (label, help text, a validation regex from its type or
 choices; all optional, as on the command line). A test keeps metadata.json in step with `--help`."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from pipeline.options import build_parser, switch_value
+from pipeline.flags import build_parser, switch_value
 
 NAME = "beam-vector-sync"
 DESCRIPTION = "Keeps vector stores (Qdrant, pgvector, Pinecone, MongoDB) exactly in sync with changing documents"

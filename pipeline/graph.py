@@ -1,5 +1,5 @@
 """The whole sync graph, top to bottom: source (change-log, folder or stream) → parse (change events or
-storage notifications) → latest per document → fetch object content → plan against every store → embed (RunInference) → assemble → write to each sink → settle each event;
+storage notifications) → latest per document → fetch object content → plan against every store → embed (batched; the model loads on the first batch) → assemble → write to each sink → settle each event;
 every stage's dead letters are appended to the dead-letter file (and the source's own dead-letter place),
 and a streaming source acknowledges each record once it is finished: applied, superseded, or its dead letter
 durably written."""

@@ -34,10 +34,9 @@ from pipeline.summary import RunSummary, summary_from_metrics
 from transforms.model import (
     ModelNotFoundError,
     ModelRef,
-    embedding_dimension,
     force_offline,
     is_remote,
-    load_sentence_transformer,
+    model_facts,
     model_fingerprint,
     resolve_model,
 )
@@ -54,17 +53,19 @@ class StartupError(RuntimeError):
 
 @functools.lru_cache(maxsize=4)
 def resolve(model_arg: Optional[str], backend: str = "torch", onnx_cache: Optional[str] = None) -> ModelRef:
-    """The model reference the workers get: `model_arg` (a local folder made absolute), its fingerprint and
-    its dimension, read here from the launcher's copy (loaded once per process). The int8 ONNX export is
-    made where it is used: on the workers (and here for local runners, see `_run`)."""
+    """The model reference the workers get: `model_arg` (a local folder made absolute), its fingerprint, its
+    dimension and whether its tokenizer.json loads alone, from the launcher's copy (`model_facts`: the model
+    is loaded here only the first time it is seen; the workers load it when the first chunk to embed comes).
+    The int8 ONNX export is made where it is used: on the workers (and here for local runners, see `_run`)."""
     force_offline()
     path = resolve_model(model_arg)
-    model = load_sentence_transformer(path, "cpu")
+    fingerprint = model_fingerprint(path)
+    facts = model_facts(path, fingerprint)
     reference = model_arg
     if model_arg and not is_remote(model_arg) and Path(model_arg.removeprefix("file://")).expanduser().exists():
         reference = path  # absolute: the same folder must exist on every worker
-    return ModelRef(reference=reference, fingerprint=model_fingerprint(path), dimension=embedding_dimension(model),
-                    backend=backend, onnx_cache=onnx_cache)
+    return ModelRef(reference=reference, fingerprint=fingerprint, dimension=facts.dimension,
+                    backend=backend, onnx_cache=onnx_cache, tokenizer_file=facts.tokenizer_file)
 
 
 def check_input(config: SyncConfig) -> None:
@@ -100,6 +101,21 @@ def runs_remotely(options: PipelineOptions) -> bool:
     EXTERNAL environment): LOOPBACK workers run inside the launcher."""
     loopback = options.view_as(PortableOptions).environment_type == "LOOPBACK"
     return runner_name(options) not in LOCAL_RUNNERS and not loopback
+
+
+def direct_batch_runner(options: PipelineOptions) -> Optional[Any]:
+    """DirectRunner in batch mode: Beam's FnApiRunner, made as DirectRunner makes it for this graph, because
+    DirectRunner would first try PrismRunner, fetching its binary from GitHub (a network call at every run,
+    and another runner wherever it succeeds). None for any other runner: the one the options name."""
+    if runner_name(options) != "DirectRunner" or options.view_as(StandardOptions).streaming:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
 REMOTE_STORES = "--qdrant_url (a Qdrant server), --sink pgvector, --sink pinecone or --sink mongodb"
@@ -223,7 +239,7 @@ def _run(config: SyncConfig, beam_args: list[str], observer: RunObserver) -> Uni
         raise StartupError(str(exc)) from exc
     observer.ready(config)
     started = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=direct_batch_runner(options), options=options)
     build_graph(pipeline, config, model, prepare_on_workers=remote)
     progress = Progress(None if config.source else expected_records(config.input, config.input_is_folder),
                         enabled=observer.progress and not remote)

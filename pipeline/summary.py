@@ -38,6 +38,8 @@ class RunSummary(BaseModel):
     sink_retries: int = 0
     tokens_in_batches: int = 0
     padded_tokens_in_batches: int = 0
+    model_loads: int = 0
+    """Embedding models loaded (once per worker process that got a chunk to embed; 0 when nothing needed it)."""
     wall_seconds: float = 0.0
     vectors_in_store: int | None = None
     sinks: dict[str, SinkSummary] = {}
@@ -78,7 +80,7 @@ class RunSummary(BaseModel):
             *([f"skipped             {sum(self.skipped.values())} (not read as records)"] if self.skipped else []),
             *(f"  {count:<17} {reason}" for reason, count in sorted(self.skipped.items())),
             f"chunks embedded     {self.chunks_embedded} (skipped, unchanged: {self.chunks_skipped}; "
-            f"padding {self.padding_fraction:.1%} of batch tokens)",
+            f"padding {self.padding_fraction:.1%} of batch tokens; model loads: {self.model_loads})",
             f"vectors upserted    {self.vectors_upserted}",
             f"vectors deleted     {self.vectors_deleted}",
             f"sink retries        {self.sink_retries}",

@@ -1,4 +1,4 @@
-"""The embedding step: Beam RunInference with our sentence-transformers handler, fixed batch sizes,
+"""The embedding step: batches of our sentence-transformers handler (model loaded on the first batch), fixed batch sizes,
 offline loading only."""
 from __future__ import annotations
 

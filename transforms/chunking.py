@@ -5,14 +5,14 @@ between words rather than inside one where they can, and keep the original chara
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from transforms.defaults import DEFAULT_CHUNK_OVERLAP
 from transforms.ids import chunk_point_id, content_hash
 from transforms.types import Chunk
-
-DEFAULT_CHUNK_OVERLAP = 32
 
 
 class ChunkingError(ValueError):
@@ -57,37 +57,46 @@ def plan_spans(word_ids: Sequence[Optional[int]], chunk_size: int, overlap: int)
 
 
 class TokenChunker:
-    """Chunks text with a Hugging Face fast tokenizer loaded from a local model folder (never from a hub)."""
+    """Chunks text with a Hugging Face fast tokenizer (the `tokenizers` library's) of a local model folder
+    (never from a hub); no truncation, no padding, no special tokens."""
 
     def __init__(self, tokenizer: Any, chunk_size: int, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> None:
+        # Whole documents are tokenized to find chunk boundaries: no truncation to the model's window.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
         self._tokenizer = tokenizer
-        # Whole documents are tokenized to find chunk boundaries: silence the "longer than the model's
-        # maximum" warning, which is about feeding the model, not about chunking.
-        tokenizer.model_max_length = 1 << 30
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         plan_spans([], chunk_size, chunk_overlap)  # validates the sizes up front
 
     @classmethod
     def from_model_path(cls, model_path: str | Path, chunk_size: Optional[int] = None,
-                        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> "TokenChunker":
-        """Load the tokenizer of the model at `model_path`; `chunk_size=None` fills the model's window."""
-        from transformers import AutoTokenizer
+                        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP, tokenizer_file: bool = False) -> "TokenChunker":
+        """The tokenizer of the model at `model_path`; `chunk_size=None` fills the model's window.
+        `tokenizer_file`: the folder's `tokenizer.json` is loaded with the `tokenizers` library alone (in
+        milliseconds; give it only where `tokenizer_file_is_exact` holds), else through transformers (which
+        imports torch: seconds)."""
+        if tokenizer_file:
+            from tokenizers import Tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True, use_fast=True)
-        size = chunk_size or max_content_tokens(model_path, tokenizer)  # before the limit is lifted
+            tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+            max_length = _configured_max_length(model_path)
+        else:
+            loaded = _transformers_tokenizer(model_path)
+            tokenizer, max_length = loaded.backend_tokenizer, loaded.model_max_length
+        size = chunk_size or max_content_tokens(model_path, max_length, tokenizer.num_special_tokens_to_add(False))
         return cls(tokenizer, size, chunk_overlap)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def split(self, text: str) -> list[tuple[str, int]]:
         """`(chunk_text, token_count)` pairs, in order, covering the whole text."""
-        encoding = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = encoding["offset_mapping"]
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        offsets = encoding.offsets
         if not offsets:
             raise ChunkingError("the text has no tokens to embed")
-        spans = plan_spans(encoding.word_ids(), self.chunk_size, self.chunk_overlap)
+        spans = plan_spans(encoding.word_ids, self.chunk_size, self.chunk_overlap)
         return [(text[offsets[s.start][0]:offsets[s.end - 1][1]], s.end - s.start) for s in spans]
 
     def chunks(self, doc_id: str, text: str, namespace: Optional[str] = None) -> tuple[Chunk, ...]:
@@ -104,14 +113,49 @@ class TokenChunker:
         )
 
 
-def max_content_tokens(model_path: str | Path, tokenizer: Any) -> int:
-    """The model's max sequence length less its special tokens ([CLS], [SEP])."""
-    import json
-
+def max_content_tokens(model_path: str | Path, model_max_length: Optional[int], special_tokens: int) -> int:
+    """The model's max sequence length (sentence-transformers' setting, else the tokenizer's, at most 512) less
+    its special tokens ([CLS], [SEP])."""
     config = Path(model_path) / "sentence_bert_config.json"
     max_seq = None
     if config.exists():
         max_seq = json.loads(config.read_text()).get("max_seq_length")
     if not max_seq:
-        max_seq = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
-    return int(max_seq) - tokenizer.num_special_tokens_to_add()
+        max_seq = min(model_max_length or 512, 512)
+    return int(max_seq) - special_tokens
+
+
+def _transformers_tokenizer(model_path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_path), local_files_only=True, use_fast=True)
+
+
+def _configured_max_length(model_path: str | Path) -> Optional[int]:
+    """`model_max_length` of the folder's tokenizer_config.json, as transformers reads it (None when absent)."""
+    config = Path(model_path) / "tokenizer_config.json"
+    value = json.loads(config.read_text()).get("model_max_length") if config.exists() else None
+    return int(value) if value else None
+
+
+def _pipeline_of(tokenizer: Any) -> dict[str, Any]:
+    """A tokenizer's whole definition (vocabulary, normaliser, pre-tokenizer, ...) less truncation and padding."""
+    definition = json.loads(tokenizer.to_str())
+    definition.pop("truncation", None)
+    definition.pop("padding", None)
+    return definition
+
+
+def tokenizer_file_is_exact(model_path: str | Path) -> bool:
+    """Whether the folder's `tokenizer.json`, loaded alone, is the very tokenizer transformers builds from the
+    folder (whose tokenizer_config.json may change the normaliser, say), with the same window: then
+    `TokenChunker.from_model_path(..., tokenizer_file=True)` chunks exactly alike. Imports transformers."""
+    file = Path(model_path) / "tokenizer.json"
+    if not file.exists():
+        return False
+    from tokenizers import Tokenizer
+
+    loaded = _transformers_tokenizer(model_path)
+    alone = Tokenizer.from_file(str(file))
+    return (_pipeline_of(alone) == _pipeline_of(loaded.backend_tokenizer)
+            and min(_configured_max_length(model_path) or 512, 512) == min(loaded.model_max_length or 512, 512))

@@ -38,9 +38,11 @@ TOKENS_EMBEDDED = "tokens_embedded"
 SINK_RETRIES = "sink_retries"
 BATCH_TOKENS = "tokens_in_batches"  # real tokens (special tokens included) in embedding batches
 BATCH_PADDED_TOKENS = "padded_tokens_in_batches"  # batch size x longest item, summed over batches
+MODEL_LOADS = "model_loads"  # embedding models loaded (once per worker process, and only when a batch comes)
 
 ALL = (RECORDS_READ, RECORD_EXTRA_PARTS, RECORDS_ACKNOWLEDGED, EVENTS_APPLIED, EVENTS_IN_SYNC, EVENTS_SUPERSEDED, EVENTS_DEAD_LETTERED, DEAD_LETTERS, CHUNKS_EMBEDDED,
-       CHUNKS_SKIPPED, VECTORS_UPSERTED, VECTORS_DELETED, TOKENS_EMBEDDED, SINK_RETRIES, BATCH_TOKENS, BATCH_PADDED_TOKENS)
+       CHUNKS_SKIPPED, VECTORS_UPSERTED, VECTORS_DELETED, TOKENS_EMBEDDED, SINK_RETRIES, BATCH_TOKENS, BATCH_PADDED_TOKENS,
+       MODEL_LOADS)
 
 
 SINK_WRITE_LATENCY_MS = "write_latency_ms"

@@ -1,36 +1,35 @@
-"""Batched embedding with Beam `RunInference` and a sentence-transformers `ModelHandler`.
+"""Batched embedding: Beam's `BatchElements` and one DoFn holding a sentence-transformers model.
 
-One model per worker process (Beam's shared model handle): torch by default, or the int8 ONNX export
-(`transforms/onnx_int8.py`); RunInference batches hold exactly `batch_size` chunks except at the end of a
-bundle, and each batch is run as one or more model calls of similar lengths (`padding_aware_groups`), so a
-batch that mixes short and long chunks does not pad every short one to the longest; vectors are
-L2-normalised (cosine). Python's cyclic garbage collector is paused during each model call. A batch that
-fails to embed sends each of its chunks to the `failures` output (keyed by document), so the document is
-dead-lettered, never half-written.
+The model is loaded when the first batch arrives, once per worker process (Beam's `Shared` handle), so a run
+with nothing to embed never loads it, nor imports torch (counter `vector_sync/model_loads`; Beam's
+`RunInference` is not used because importing it imports torch): torch by default, or the int8 ONNX export
+(`transforms/onnx_int8.py`). Batches hold exactly `batch_size` chunks except at the end of a bundle, and
+each batch is run as one or more model calls of similar lengths (`padding_aware_groups`), so a batch that
+mixes short and long chunks does not pad every short one to the longest; vectors are L2-normalised
+(cosine). Python's cyclic garbage collector is paused during each model call. A batch that fails to embed
+sends each of its chunks to the `failures` output (keyed by document), so the document is dead-lettered,
+never half-written; a model that cannot be loaded (or whose fingerprint differs) fails the job.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.utils.shared import Shared
 
 from transforms import counters
+from transforms.defaults import DEFAULT_CALL_COST_TOKENS
 from transforms.model import ModelRef, load_sentence_transformer, local_model_path
 from transforms.types import DocKey
 
 ChunkRef = tuple[DocKey, int]
-"""`(document key, chunk index)`: the key RunInference carries through for each chunk."""
+"""`(document key, chunk index)`: the key each chunk carries through embedding."""
 ChunkText = tuple[str, int]
 """`(text, token_count)`: what is embedded, with its length for padding accounting."""
-
-
-DEFAULT_CALL_COST_TOKENS = 512
-"""What one extra model call is taken to cost, in padded token slots, when a batch is split by length."""
 
 
 def padding_aware_groups(lengths: Sequence[int], call_cost_tokens: int = DEFAULT_CALL_COST_TOKENS) -> list[list[int]]:
@@ -69,7 +68,14 @@ def cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
+class PredictionResult(NamedTuple):
+    """One embedded chunk: what was embedded and its vector (the fields of Beam's `PredictionResult`)."""
+
+    example: str
+    inference: Any
+
+
+class SentenceTransformerHandler:
     """Loads a local sentence-transformers model offline and embeds batches of `(text, token_count)`.
 
     Counts real and padded tokens per model call (metrics `vector_sync/tokens_in_batches` and
@@ -78,7 +84,6 @@ class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
     def __init__(self, model_path: Union[ModelRef, str], *, batch_size: int = 64, device: str = "cpu",
                  normalize: bool = True, onnx_folder: Optional[str] = None,
                  call_cost_tokens: int = DEFAULT_CALL_COST_TOKENS) -> None:
-        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.model_path = model_path
         self.batch_size = batch_size
         self.device = device
@@ -114,24 +119,43 @@ class SentenceTransformerHandler(ModelHandler[ChunkText, np.ndarray, Any]):
                 vectors[i] = vector
         return [PredictionResult(text, vector) for (text, _), vector in zip(batch, vectors)]
 
-    def get_num_bytes(self, batch: Sequence[ChunkText]) -> int:
-        return sum(len(text.encode("utf-8")) for text, _ in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "vector_sync_embed"
+    def batch_elements_kwargs(self) -> dict[str, int]:
+        """Every batch holds exactly `batch_size` chunks, except the last of a bundle."""
+        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
 
 
-def _vector_of(item: tuple[ChunkRef, PredictionResult]) -> tuple[DocKey, tuple[int, list[float]]]:
-    (doc_key, chunk_index), result = item
-    return doc_key, (chunk_index, np.asarray(result.inference, dtype=np.float32).tolist())
+FAILURES = "failures"
 
 
-def _failures_of(failed: Any) -> Iterable[tuple[DocKey, str]]:
-    batch, error = failed
-    message = f"{type(error).__name__}: {error}"
-    for element in batch:
-        (doc_key, _chunk_index), _text = element
-        yield doc_key, message
+class _EmbedBatches(beam.DoFn):
+    """A batch of `((doc_key, chunk_index), (text, token_count))` → `(doc_key, (chunk_index, vector))` each, or
+    every chunk's `(doc_key, error)` on the `failures` output when the batch fails to embed. The model is
+    loaded on the first batch, once per process (shared by every instance), never when no batch comes."""
+
+    def __init__(self, handler: SentenceTransformerHandler) -> None:
+        self._handler = handler
+        self._shared = Shared()
+        self._loads = counters.counter(counters.MODEL_LOADS)
+
+    def setup(self) -> None:
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        self._loads.inc()
+        return self._handler.load_model()
+
+    def process(self, batch: list[tuple[ChunkRef, ChunkText]]) -> Iterator[Any]:
+        if self._model is None:
+            self._model = self._shared.acquire(self._load)  # a load failure fails the job
+        try:
+            results = self._handler.run_inference([chunk for _, chunk in batch], self._model)
+        except Exception as exc:  # noqa: BLE001 - the batch's documents are dead-lettered, the run goes on
+            message = f"{type(exc).__name__}: {exc}"
+            for (doc_key, _chunk_index), _chunk in batch:
+                yield beam.pvalue.TaggedOutput(FAILURES, (doc_key, message))
+            return
+        for ((doc_key, chunk_index), _chunk), result in zip(batch, results):
+            yield doc_key, (chunk_index, np.asarray(result.inference, dtype=np.float32).tolist())
 
 
 class EmbedChunks(beam.PTransform):
@@ -143,9 +167,7 @@ class EmbedChunks(beam.PTransform):
         self._handler = handler
 
     def expand(self, chunks: beam.PCollection) -> dict[str, beam.PCollection]:
-        results, errors = chunks | "RunInference" >> RunInference(
-            KeyedModelHandler(self._handler)).with_exception_handling()
-        return {
-            "vectors": results | "ToVectors" >> beam.Map(_vector_of),
-            "failures": errors.failed_inferences | "ToFailures" >> beam.FlatMap(_failures_of),
-        }
+        embedded = (chunks
+                    | "Batch" >> beam.BatchElements(**self._handler.batch_elements_kwargs())
+                    | "EmbedBatches" >> beam.ParDo(_EmbedBatches(self._handler)).with_outputs(FAILURES, main="vectors"))
+        return {"vectors": embedded.vectors, "failures": embedded[FAILURES]}

@@ -120,13 +120,15 @@ class ModelRef:
     """The model as the graph carries it to workers: `reference` (None: the bundled default; a folder that
     exists on every worker; a local Hugging Face cache name; a `gs://`/`s3://` folder), the launcher's
     `fingerprint` and the embedding `dimension`; `backend` `onnx-int8` exports (or reuses) the int8 model
-    on the worker itself, into `onnx_cache` there."""
+    on the worker itself, into `onnx_cache` there; `tokenizer_file`: the chunker may load the model's
+    tokenizer.json alone (`transforms.chunking.tokenizer_file_is_exact`)."""
 
     reference: Optional[str]
     fingerprint: str
     dimension: int
     backend: str = "torch"
     onnx_cache: Optional[str] = None
+    tokenizer_file: bool = False
 
     @property
     def model_id(self) -> str:
@@ -168,6 +170,8 @@ def local_model_path(model: Union[ModelRef, str]) -> str:
 
 FINGERPRINT_CACHE = Path(os.environ.get(
     "VECTOR_SYNC_FINGERPRINT_CACHE", Path.home() / ".cache" / "beam-vector-sync" / "fingerprints.json"))
+MODEL_FACTS_CACHE = FINGERPRINT_CACHE.with_name("model_facts.json")
+"""Each model's `ModelFacts`, by fingerprint (see `model_facts`)."""
 _NOT_MODEL = ("onnx", "openvino")  # other runtimes' exports in a model folder: this pipeline never loads them
 _RACY_NS = 2_000_000_000  # a file modified this recently is hashed again next time (its mtime may not move)
 log = logging.getLogger(__name__)
@@ -232,6 +236,35 @@ def _write_cache(cache: Path, entries: dict[str, dict[str, Any]]) -> None:
         os.replace(tmp, cache)
     except OSError as exc:
         log.debug("model fingerprint cache %s not written: %s", cache, exc)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the launcher needs to know of a model without loading it: its embedding `dimension`, and whether
+    the chunker may load its tokenizer.json alone (`tokenizer_file`)."""
+
+    dimension: int
+    tokenizer_file: bool
+
+
+def model_facts(model_path: str, fingerprint: str, cache: Optional[Path] = None) -> ModelFacts:
+    """The `ModelFacts` of the model at `model_path` (whose fingerprint is `fingerprint`), learnt by loading it
+    once, then read from `cache` (default `MODEL_FACTS_CACHE`) by fingerprint and transformers version: a
+    start-up with a model seen before loads neither the model nor torch."""
+    from importlib import metadata
+
+    cache_file = cache or MODEL_FACTS_CACHE
+    key = f"{fingerprint} transformers-{metadata.version('transformers')}"
+    known = _read_cache(cache_file)
+    hit = known.get(key)
+    if isinstance(hit, dict) and isinstance(hit.get("dimension"), int) and isinstance(hit.get("tokenizer_file"), bool):
+        return ModelFacts(hit["dimension"], hit["tokenizer_file"])
+    from transforms.chunking import tokenizer_file_is_exact
+
+    facts = ModelFacts(embedding_dimension(load_sentence_transformer(model_path, "cpu")),
+                       tokenizer_file_is_exact(model_path))
+    _write_cache(cache_file, {**known, key: {"dimension": facts.dimension, "tokenizer_file": facts.tokenizer_file}})
+    return facts
 
 
 def load_sentence_transformer(model_path: str, device: str = "cpu") -> Any:

@@ -33,12 +33,13 @@ from pydantic import model_validator
 from connectors.base import SearchHit, StoreConfig, StoreConfigError, VectorStore
 from connectors.qdrant.backends import ClientBackend, QdrantBackend
 from connectors.secrets import SecretRef
+from transforms.defaults import DEFAULT_QDRANT_PATH
 from transforms.ids import ID_SCHEME, SCHEME_MARKER_UUID, chunk_point_id, document_point_id, scheme_mismatch
 from transforms.layouts import chunk_payload, event_metadata, metadata_path, payload_text
 from transforms.retry import is_transient_status
 from transforms.types import DocKey, DocumentWrite, StoredChunk, StoredDocument
 
-DEFAULT_PATH = "./.vector_store"
+DEFAULT_PATH = DEFAULT_QDRANT_PATH
 STATE_SUFFIX = "__sync_state"
 _PENDING = {"version": -1, "op": "pending"}  # the state of a document whose first write has not finished
 
@@ -191,14 +192,14 @@ class QdrantStore(VectorStore):
     def _ensure_id_scheme(self, where: Optional[str]) -> None:
         """The ID scheme is recorded as a reserved payload-only point in the sync-state collection (never a
         chunk, never a search hit): written into a store without data, checked otherwise (see transforms.ids)."""
-        from qdrant_client import models
-
         marker = self.backend.retrieve(self._state, [SCHEME_MARKER_UUID])
         if marker:
             found: Optional[int] = int((marker[0].payload or {}).get("id_scheme", 1))
         elif self.count() or self.backend.count(self._state):
             found = None
         else:
+            from qdrant_client import models  # imports in seconds: only for a store without data
+
             self.backend.upsert(self._state, [models.PointStruct(
                 id=SCHEME_MARKER_UUID, vector={}, payload={"id_scheme": ID_SCHEME})])
             return
