@@ -13,16 +13,20 @@ Client objects are made once per DoFn instance in `setup` and closed in `teardow
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.windowed_value import WindowedValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
 from transforms.chunking import TokenChunker
+from transforms.latest import precedence
 from transforms.model import ModelRef, local_model_path
 from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
@@ -120,6 +124,10 @@ class BundleBuffer:
 def emit_output(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Optional[str] = None) -> Any:
     out = WindowedValue(value, timestamp, [window]) if in_bundle_end else value
     return beam.pvalue.TaggedOutput(tag, out) if tag else out
+
+
+def document_key(event: ChangeEvent) -> DocKey:
+    return event.key
 
 
 class SinkNotReadyError(RuntimeError):
@@ -234,8 +242,12 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def __init__(self, store_configs: Sequence[StoreConfig], model_path: Union[ModelRef, str], model_id: str,
                  chunk_size: Optional[int], chunk_overlap: int, lookup_batch_size: int = 256,
-                 embed_sort_window: int = 4096, prepare_dimension: Optional[int] = None) -> None:
+                 embed_sort_window: int = 4096, prepare_dimension: Optional[int] = None,
+                 key_of: Callable[[ChangeEvent], Any] = document_key) -> None:
+        """`key_of`: the key plans and chunks to embed carry (the document's; streaming: the event's own,
+        `transforms.ordering.flight_key`, so two versions in flight never mix)."""
         super().__init__(store_configs, prepare_dimension)
+        self._key_of = key_of
         self._model_path = model_path
         self._model_id = model_id
         self._chunk_size = chunk_size
@@ -308,10 +320,11 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
             self._skipped.inc(len(plan.chunks))
             yield emit_output(event, ts, win, in_bundle_end, SUPERSEDED)
             return
-        yield emit_output((event.key, plan), ts, win, in_bundle_end)
+        key = self._key_of(event)
+        yield emit_output((key, plan), ts, win, in_bundle_end)
         for chunk in plan.chunks:
             if chunk.chunk_index not in plan.reused_vectors:
-                element = ((event.key, chunk.chunk_index), (chunk.text, chunk.token_count))
+                element = ((key, chunk.chunk_index), (chunk.text, chunk.token_count))
                 self._to_embed.append((chunk.token_count, element, ts, win))
 
 
@@ -365,7 +378,8 @@ class WriteDocuments(_BufferedStoreDoFn):
                 self._sink_dead.inc()
                 yield emit_output(DeadLetter.for_event(stage, failure.cause, write.event, attempts=failure.attempts),
                             ts, win, in_bundle_end, DEAD_LETTERS)
-                yield emit_output(SinkOutcome(self._name, write.event, applied=False), ts, win, in_bundle_end)
+                yield emit_output(SinkOutcome(self._name, write.event, applied=False, sinks=write.sinks), ts, win,
+                                  in_bundle_end)
             return
         self._latency.update(int((time.monotonic() - started) * 1000))
         for write, ts, win in items:
@@ -374,8 +388,43 @@ class WriteDocuments(_BufferedStoreDoFn):
             self._deleted.inc(deleted)
             self._sink_upserted.inc(upserted)
             self._sink_deleted.inc(deleted)
-            yield emit_output(SinkOutcome(self._name, write.event, applied=True), ts, win, in_bundle_end)
+            yield emit_output(SinkOutcome(self._name, write.event, applied=True, sinks=write.sinks), ts, win,
+                              in_bundle_end)
 
     def _count_retry(self, error: BaseException, attempt: int) -> None:
         self._retries.inc()
         self._sink_retried.inc()
+
+
+class WriteDocumentsInOrder(WriteDocuments):
+    """Streaming's `WriteDocuments`, keyed by document: a write goes to the store only if its event outranks
+    every write this step admitted for the document before (`transforms.latest.precedence`); otherwise its
+    outcome is `superseded` and nothing is written, so an older version never lands after a newer one, with
+    or without a conditional write in the store. A newer write of a document still in the buffer replaces
+    the older one (superseded). Each write also deletes the chunks the previous admitted write of the
+    document added and it no longer has (its plan may have been made before that write landed)."""
+
+    ADMITTED = ReadModifyWriteStateSpec("admitted", PickleCoder())
+
+    def process(self, keyed: tuple[DocKey, DocumentWrite],  # type: ignore[override]
+                timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam,
+                admitted=beam.DoFn.StateParam(ADMITTED)) -> Iterator[Any]:
+        _, write = keyed
+        mine = precedence(write.event)
+        held = admitted.read()
+        if held is not None and mine <= held[0]:
+            yield self._superseded_outcome(write)
+            return
+        for i, (buffered, ts, win) in enumerate(self._buffer.items):
+            if buffered.key == write.key:  # an older write of this document waits in the buffer: it loses
+                del self._buffer.items[i]
+                yield WindowedValue(self._superseded_outcome(buffered), ts, [win])
+                break
+        new_ids = {r.point_id for r in write.records}
+        earlier = set(held[1]) if held is not None else set()
+        stale = tuple(sorted(set(write.stale_ids) | (earlier - new_ids)))
+        admitted.write((mine, tuple(sorted(new_ids))))
+        yield from super().process(dataclasses.replace(write, stale_ids=stale), timestamp, window)
+
+    def _superseded_outcome(self, write: DocumentWrite) -> SinkOutcome:
+        return SinkOutcome(self._name, write.event, applied=False, superseded=True, sinks=write.sinks)

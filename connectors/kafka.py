@@ -33,12 +33,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Tuple, Union
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Duration
 from pydantic import Field, field_validator, model_validator
 
@@ -470,7 +472,88 @@ class CommitOffsets(beam.PTransform):
         ours = lambda r: r.system == SYSTEM  # noqa: E731
         keyed = {name: (refs[name] | f"Kafka{name}" >> beam.Filter(ours)
                         | f"ByPartition{name}" >> beam.Map(_partition_offset)) for name in ("done", "read")}
+        if self._config.unbounded:  # streaming: a ledger per partition in keyed state, across the stream
+            tagged = [keyed[name] | f"Tag{name}" >> beam.Map(lambda kv, n=name: (kv[0], (n, kv[1])))
+                      for name in ("done", "read")]
+            return (tagged | "AllRefs" >> beam.Flatten().with_output_types(Tuple[Tuple[str, int], Any])
+                    | "Ledger" >> beam.ParDo(_Ledger(self._config)))
         return keyed | "JoinByPartition" >> beam.CoGroupByKey() | "Commit" >> beam.ParDo(_Commit(self._config))
+
+
+class PartitionLedger:
+    """What one partition's ledger knows: `next`, the offset committed (everything before it finished),
+    and the offsets at or after it that were read and that finished. Pure logic (`_Ledger` keeps it in
+    keyed state and commits)."""
+
+    def __init__(self, next_offset: int) -> None:
+        self.next = next_offset
+        self.read: set[int] = set()
+        self.done: set[int] = set()
+
+    def note(self, kind: str, offset: int) -> int:
+        """Records a `read` or `done` offset; returns how many offsets the finished prefix grew by (`next`
+        then moved past them). An offset below `next` (a replay) changes nothing. An offset that was never
+        read nor finished (a gap: compaction, transaction markers) is skipped once a later one is known."""
+        if offset < self.next:
+            return 0
+        (self.done if kind == "done" else self.read).add(offset)
+        finished = 0
+        for o in sorted(self.read | self.done):
+            if o not in self.done:
+                break
+            self.next, finished = o + 1, finished + 1
+        if finished:
+            self.read = {o for o in self.read if o >= self.next}
+            self.done = {o for o in self.done if o >= self.next}
+        return finished
+
+
+class _Ledger(beam.DoFn):
+    """Streaming commits: per `(topic, partition)`, a `PartitionLedger` in keyed state (started at the
+    group's committed offset, or the partition's first) takes every read and finished offset, whenever it
+    arrives; each time the finished prefix grows, its end is committed (never backwards). Finished refs of
+    dead letters arrive only once the letters are durable, so a commit never passes an undurable one."""
+
+    LEDGER = ReadModifyWriteStateSpec("ledger", PickleCoder())
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._acked = counters.counter(counters.RECORDS_ACKNOWLEDGED)
+
+    def setup(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(self._config.client_settings())
+
+    def teardown(self) -> None:
+        self._consumer.close()
+
+    def process(self, keyed: tuple[tuple[str, int], tuple[str, int]],
+                ledger_state: Any = beam.DoFn.StateParam(LEDGER)) -> Iterator[Any]:
+        from confluent_kafka import TopicPartition
+
+        (topic, partition), (kind, offset) = keyed
+        ledger: Optional[PartitionLedger] = ledger_state.read()
+        if ledger is None:
+            ledger = PartitionLedger(self._start(topic, partition))
+        finished = ledger.note(kind, offset)
+        ledger_state.write(ledger)
+        if not finished:
+            return
+        (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        if ledger.next > committed.offset:
+            self._consumer.commit(offsets=[TopicPartition(topic, partition, ledger.next)], asynchronous=False)
+        self._acked.inc(finished)
+        yield topic, partition, ledger.next
+
+    def _start(self, topic: str, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        if committed.offset >= 0:
+            return committed.offset
+        low, _ = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        return low
 
 
 # --- dead letters to a topic ---------------------------------------------------------------------------------

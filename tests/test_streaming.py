@@ -1,0 +1,79 @@
+"""Exact sync in true streaming: the shipped graph on the DirectRunner with `--streaming`, a TestStream in
+place of the Kafka reader (records really produced to the broker; see tests/streaming_harness.py).
+
+The schedule mixes what a streaming runner sees: an older version in a later window, two windows closing on
+one watermark jump, records behind the watermark (late), duplicates across windows, a delete and an upsert
+of the same version in different windows, and a malformed record. After the stream ends every sink holds
+each document's highest (version, delete-over-upsert) event, every record is applied, superseded or
+dead-lettered, and the offsets are committed to the end of what finished."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from tests.conftest import create_topic, read_dead_letters
+from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget, State
+from tests.streaming_harness import (Record, Watermark, committed, delete, end_offsets, read_topic,
+                                     run_streaming, upsert)
+from transforms.chunking import TokenChunker
+
+LONG = " ".join(f"Section {i}: forklifts yield to pedestrians in aisle {i}." for i in range(6))
+
+
+def model_state(steps: list[Any], chunker: TokenChunker) -> State:
+    """The contract: per document the highest (version, delete over upsert) event; its chunks, or nothing."""
+    best: dict[tuple[Optional[str], str], dict] = {}
+    for step in steps:
+        value = step.value if isinstance(step, Record) and isinstance(step.value, dict) else None
+        if value is None or not isinstance(value.get("version"), int):
+            continue
+        key = (value.get("namespace"), value["doc_id"])
+        rank = (value["version"], value["op"] == "delete")
+        if key not in best or rank > (best[key]["version"], best[key]["op"] == "delete"):
+            best[key] = value
+    state: State = {}
+    for (namespace, doc_id), value in best.items():
+        if value["op"] == "upsert":
+            for c in chunker.chunks(doc_id, value["text"], namespace):
+                state[(doc_id, namespace, c.chunk_index)] = (value["version"], c.text)
+    return state
+
+
+SCHEDULE: list[Any] = [
+    upsert("A", 1, "Alpha first draft about pallets.", 1),
+    upsert("B", 1, "Bravo: the only version of bravo.", 2, partition=1),
+    delete("F", 2, 3, partition=1),
+    Watermark(10),
+    upsert("A", 3, "Alpha third: " + LONG, 12),
+    upsert("C", 2, "Charlie at version two.", 13, partition=1),
+    Record("bad", b"{not json", 14),
+    Watermark(20),
+    delete("C", 2, 22, partition=1),  # same version as the upsert, in a later window: the delete wins
+    upsert("D", 2, "Delta two is the newest delta.", 25),  # window [20,30)
+    upsert("F", 2, "Foxtrot upsert at the deleted version.", 27, partition=1),  # loses to the earlier delete
+    upsert("B", 1, "Bravo: the only version of bravo.", 33, partition=1),  # a duplicate, another window
+    upsert("D", 1, "Delta one is older, in a later window.", 35),  # window [30,40): must not win
+    Watermark(45),  # closes [20,30) and [30,40) at once
+    upsert("A", 4, "Alpha fourth arrives late, behind the watermark.", 5),  # late
+    upsert("E", 1, "Echo only ever arrives late.", 8, partition=1),  # late
+    upsert("A", 2, "Alpha second, late and older.", 6),  # late and superseded
+    Watermark(60),
+]
+
+
+@pytest.fixture
+def qdrant(tmp_path: Path) -> QdrantTarget:
+    return QdrantTarget(tmp_path)
+
+
+def test_streaming_qdrant_ends_exact_commits_offsets_and_dead_letters(
+        tmp_path: Path, kafka_bootstrap: str, small_chunker: TokenChunker, qdrant: QdrantTarget):
+    topic, dead_topic = create_topic(kafka_bootstrap, partitions=2), create_topic(kafka_bootstrap, partitions=1)
+    run = run_streaming(kafka_bootstrap, topic, SCHEDULE, qdrant.args, tmp_path, "--dead_letter_topic", dead_topic)
+    assert qdrant.state() == model_state(SCHEDULE, small_chunker)
+    assert committed(kafka_bootstrap, topic, 2) == end_offsets(kafka_bootstrap, topic, 2)
+    letters = read_dead_letters(tmp_path / "dead.jsonl")
+    assert [(d["stage"], d["source"]["position"]["offset"]) for d in letters] == [("parse", 2)]
+    assert [m.key() for m in read_topic(kafka_bootstrap, dead_topic, 1)] == [b"bad"]
