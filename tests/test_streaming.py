@@ -77,3 +77,25 @@ def test_streaming_qdrant_ends_exact_commits_offsets_and_dead_letters(
     letters = read_dead_letters(tmp_path / "dead.jsonl")
     assert [(d["stage"], d["source"]["position"]["offset"]) for d in letters] == [("parse", 2)]
     assert [m.key() for m in read_topic(kafka_bootstrap, dead_topic, 1)] == [b"bad"]
+
+
+def sink_flags(target: Any) -> list[str]:
+    return target.args if target.args[:1] == ["--sink"] else ["--sink", "qdrant", *target.args]
+
+
+def test_streaming_every_sink_in_one_pipeline_ends_exact(
+        tmp_path: Path, kafka_bootstrap: str, small_chunker: TokenChunker, pg_uri: str,
+        mongo_server: tuple[str, str, str]):
+    """Qdrant (Edge), pgvector, Pinecone (no conditional write: the keyed order is all there is) and MongoDB
+    in one streaming pipeline: each ends with the model's state; settling waits for every sink."""
+    targets = [QdrantTarget(tmp_path), PgVectorTarget(pg_uri), PineconeTarget(), MongoTarget(mongo_server)]
+    try:
+        topic = create_topic(kafka_bootstrap, partitions=2)
+        run_streaming(kafka_bootstrap, topic, SCHEDULE, [a for t in targets for a in sink_flags(t)], tmp_path)
+        expected = model_state(SCHEDULE, small_chunker)
+        for target in targets:
+            assert target.state() == expected, target.name
+        assert committed(kafka_bootstrap, topic, 2) == end_offsets(kafka_bootstrap, topic, 2)
+    finally:
+        for target in targets:
+            target.close()
