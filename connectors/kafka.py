@@ -38,10 +38,10 @@ from typing import Any, Iterator, Literal, Optional, Tuple, Union
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.timestamp import Duration, Timestamp
 from pydantic import Field, field_validator, model_validator
 
 from connectors.dead_letters import DurableDeadLetterStep
@@ -213,8 +213,12 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
     def process(self, element: tuple[str, int],
                 tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(),
                 watermark: Any = beam.DoFn.WatermarkEstimatorParam(
-                    MonotonicWatermarkEstimator.default_provider())) -> Iterator[Any]:
-        """Claims each record's offset and outputs it at its Kafka timestamp (the watermark follows them)."""
+                    ManualWatermarkEstimator.default_provider())) -> Iterator[Any]:
+        """Claims each record's offset and outputs it at its Kafka timestamp. The watermark is the highest
+        timestamp read so far (Kafka timestamps are not monotonic within a partition: it never goes back);
+        when an unbounded partition is idle (no record in a poll: caught up, or empty), the watermark moves
+        to now and the rest of the range is deferred (a checkpoint the runner resumes), so an idle or empty
+        partition never holds the pipeline's watermark back."""
         from confluent_kafka import KafkaError, TopicPartition
 
         topic, partition = element
@@ -224,6 +228,7 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
         poisoned, runs = self._poisoned(topic, partition)
         self._consumer.assign([TopicPartition(topic, partition, restriction.start)])
         idle_since = time.monotonic()
+        expected = restriction.start  # the next offset; a record after it marks a gap (compaction, markers)
         try:
             while True:
                 messages = self._consumer.consume(num_messages=500, timeout=self._config.poll_timeout_s)
@@ -233,6 +238,7 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
                         raise RuntimeError(f"Kafka {topic}[{partition}]: {m.error()}")
                 if not real:
                     if restriction.stop == UNBOUNDED_END:
+                        advance_watermark(watermark, Timestamp.now())
                         tracker.defer_remainder(Duration.of(1))  # idle: checkpoint, resume later
                         return
                     position = self._consumer.position([TopicPartition(topic, partition)])[0].offset
@@ -248,13 +254,16 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
                     if not tracker.try_claim(m.offset()):
                         return
                     self._read.inc()
-                    record, timestamp = _raw_record(m), max(0, m.timestamp()[1]) / 1000
+                    gap_from = expected if m.offset() > expected else None
+                    expected = m.offset() + 1
+                    record, timestamp = _raw_record(m, gap_from), max(0, m.timestamp()[1]) / 1000
                     if m.offset() == poisoned:
                         letter = too_many_deliveries(runs, self._config.max_delivery_attempts, record.payload,
                                                      record.source)
                         yield beam.pvalue.TaggedOutput(DEAD_LETTERS, beam.window.TimestampedValue(letter, timestamp))
                         continue
                     yield beam.window.TimestampedValue(record, timestamp)
+                advance_watermark(watermark, Timestamp.of(max(0, max(m.timestamp()[1] for m in real)) / 1000))
         finally:
             self._consumer.unassign()
 
@@ -267,6 +276,13 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
         (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
         runs = _runs_started_at(committed.metadata, committed.offset)
         return (committed.offset if runs > self._config.max_delivery_attempts else None), runs
+
+
+def advance_watermark(estimator: ManualWatermarkEstimator, timestamp: Timestamp) -> None:
+    """Moves the estimator's watermark up to `timestamp`; never back (an older timestamp changes nothing)."""
+    current = estimator.current_watermark()
+    if current is None or timestamp > current:
+        estimator.set_watermark(timestamp)
 
 
 def _runs_metadata(offset: int, runs: int) -> str:
@@ -289,14 +305,18 @@ class _ReadPartitionUnbounded(_ReadPartition):
     def process(self, element: tuple[str, int],
                 tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(),
                 watermark: Any = beam.DoFn.WatermarkEstimatorParam(
-                    MonotonicWatermarkEstimator.default_provider())) -> Iterator[Any]:
+                    ManualWatermarkEstimator.default_provider())) -> Iterator[Any]:
         yield from super().process(element, tracker, watermark)
 
 
-def _raw_record(message: Any) -> RawRecord:
+def _raw_record(message: Any, gap_from: Optional[int] = None) -> RawRecord:
+    """The record as the pipeline carries it; `gap_from`: the offsets from there up to this record's hold no
+    record (compaction, transaction markers), as the reader saw (`gap_from` in the position)."""
     key = message.key()
     position: dict[str, Union[str, int]] = {"topic": message.topic(), "partition": message.partition(),
                                             "offset": message.offset(), "timestamp_ms": message.timestamp()[1]}
+    if gap_from is not None:
+        position["gap_from"] = gap_from
     if key is not None:
         position["key"] = key.decode("utf-8", errors="backslashreplace")
     if message.value() is None:
@@ -457,6 +477,11 @@ class _Commit(beam.DoFn):
         yield topic, partition, finished + 1
 
 
+def _offset_and_gap(ref: SourceRef) -> tuple[int, Optional[int]]:
+    gap = ref.position.get("gap_from")
+    return int(ref.position["offset"]), int(gap) if gap is not None else None
+
+
 def _partition_offset(ref: SourceRef) -> tuple[tuple[str, int], int]:
     return (str(ref.position["topic"]), int(ref.position["partition"])), int(ref.position["offset"])
 
@@ -470,13 +495,14 @@ class CommitOffsets(beam.PTransform):
 
     def expand(self, refs: dict[str, beam.PCollection]) -> Any:
         ours = lambda r: r.system == SYSTEM  # noqa: E731
-        keyed = {name: (refs[name] | f"Kafka{name}" >> beam.Filter(ours)
-                        | f"ByPartition{name}" >> beam.Map(_partition_offset)) for name in ("done", "read")}
         if self._config.unbounded:  # streaming: a ledger per partition in keyed state, across the stream
-            tagged = [keyed[name] | f"Tag{name}" >> beam.Map(lambda kv, n=name: (kv[0], (n, kv[1])))
+            tagged = [refs[name] | f"Kafka{name}" >> beam.Filter(ours)
+                      | f"Tag{name}" >> beam.Map(lambda r, n=name: (_partition_offset(r)[0], (n, _offset_and_gap(r))))
                       for name in ("done", "read")]
             return (tagged | "AllRefs" >> beam.Flatten().with_output_types(Tuple[Tuple[str, int], Any])
                     | "Ledger" >> beam.ParDo(_Ledger(self._config)))
+        keyed = {name: (refs[name] | f"Kafka{name}" >> beam.Filter(ours)
+                        | f"ByPartition{name}" >> beam.Map(_partition_offset)) for name in ("done", "read")}
         return keyed | "JoinByPartition" >> beam.CoGroupByKey() | "Commit" >> beam.ParDo(_Commit(self._config))
 
 
@@ -487,24 +513,30 @@ class PartitionLedger:
 
     def __init__(self, next_offset: int) -> None:
         self.next = next_offset
-        self.read: set[int] = set()
         self.done: set[int] = set()
+        self.gaps: dict[int, int] = {}  # gap start -> the offset of the record after the gap
 
-    def note(self, kind: str, offset: int) -> int:
-        """Records a `read` or `done` offset; returns how many offsets the finished prefix grew by (`next`
-        then moved past them). An offset below `next` (a replay) changes nothing. An offset that was never
-        read nor finished (a gap: compaction, transaction markers) is skipped once a later one is known."""
+    def note(self, kind: str, offset: int, gap_from: Optional[int] = None) -> int:
+        """Records a `read` or `done` offset (with the gap the reader saw before it, if any); returns how many
+        offsets the finished prefix grew by (`next` then moved past them). The prefix grows only over
+        finished offsets and over gaps the reader reported, never over an offset merely not heard of yet
+        (its refs may still be on their way). An offset below `next` (a replay) changes nothing."""
         if offset < self.next:
             return 0
-        (self.done if kind == "done" else self.read).add(offset)
+        if gap_from is not None and gap_from < offset:
+            self.gaps[gap_from] = offset
+        if kind == "done":
+            self.done.add(offset)
         finished = 0
-        for o in sorted(self.read | self.done):
-            if o not in self.done:
+        while True:
+            if self.next in self.done:
+                self.done.discard(self.next)
+                self.next, finished = self.next + 1, finished + 1
+            elif self.next in self.gaps:
+                self.next = self.gaps.pop(self.next)
+            else:
                 break
-            self.next, finished = o + 1, finished + 1
-        if finished:
-            self.read = {o for o in self.read if o >= self.next}
-            self.done = {o for o in self.done if o >= self.next}
+        self.gaps = {g: o for g, o in self.gaps.items() if o > self.next}
         return finished
 
 
@@ -532,11 +564,11 @@ class _Ledger(beam.DoFn):
                 ledger_state: Any = beam.DoFn.StateParam(LEDGER)) -> Iterator[Any]:
         from confluent_kafka import TopicPartition
 
-        (topic, partition), (kind, offset) = keyed
+        (topic, partition), (kind, (offset, gap_from)) = keyed
         ledger: Optional[PartitionLedger] = ledger_state.read()
         if ledger is None:
             ledger = PartitionLedger(self._start(topic, partition))
-        finished = ledger.note(kind, offset)
+        finished = ledger.note(kind, offset, gap_from)
         ledger_state.write(ledger)
         if not finished:
             return

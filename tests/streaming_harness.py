@@ -162,6 +162,13 @@ def committed(bootstrap: str, topic: str, partitions: int) -> list[int]:
         consumer.close()
 
 
+def committed_to_end(bootstrap: str, topic: str, partitions: int) -> bool:
+    """Every partition's committed offset is its end offset (a partition that never held a record may
+    have none)."""
+    return all(c == e or (e == 0 and c < 0) for c, e in zip(committed(bootstrap, topic, partitions),
+                                                           end_offsets(bootstrap, topic, partitions)))
+
+
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
     try:
