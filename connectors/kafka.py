@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, SetStateSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 from pydantic import Field, field_validator, model_validator
 
@@ -84,6 +84,8 @@ class KafkaConfig(SourceConfig):
     json_schema: Optional[str] = None
     dead_letter_topic: Optional[str] = None
     poll_timeout_s: float = 1.0
+    partition_poll_s: float = Field(default=60.0, gt=0)
+    """An unbounded read lists the topics' partitions this often and starts reading any new one."""
     idle_timeout_s: float = 30.0
     """A bounded read that sees no record for this long before reaching its end offset fails (a broker problem)."""
     max_delivery_attempts: int = Field(default=5, ge=1)
@@ -168,6 +170,19 @@ class _ListPartitions(beam.DoFn):
                     yield topic, partition
         finally:
             consumer.close()
+
+
+class _NewPartitions(beam.DoFn):
+    """Per topic, across the stream: each partition once, the first time a listing shows it (keyed state)."""
+
+    SEEN = SetStateSpec("seen", VarIntCoder())
+
+    def process(self, listed: tuple[str, int], seen: Any = beam.DoFn.StateParam(SEEN)) -> Iterator[tuple[str, int]]:
+        topic, partition = listed
+        if partition in set(seen.read()):
+            return
+        seen.add(partition)
+        yield topic, partition
 
 
 class _ReadPartition(beam.DoFn, RestrictionProvider):
@@ -329,17 +344,27 @@ def _raw_record(message: Any, gap_from: Optional[int] = None) -> RawRecord:
 
 class ReadKafka(beam.PTransform):
     """`RawRecord`s (main output `records`; no dead letters at this stage) from every partition of the
-    topics, one splittable restriction per partition."""
+    topics, one splittable restriction per partition; unbounded, the partitions are listed again every
+    `partition_poll_s` and a new one is read from its start."""
 
     def __init__(self, config: KafkaConfig) -> None:
         super().__init__()
         self._config = config
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        reader = _ReadPartition(self._config) if self._config.stop_at_end else _ReadPartitionUnbounded(self._config)
-        records = (pbegin
-                   | "Impulse" >> beam.Impulse()
-                   | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config))
+        if self._config.stop_at_end:
+            reader: _ReadPartition = _ReadPartition(self._config)
+            partitions = pbegin | "Impulse" >> beam.Impulse() | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config))
+        else:  # partitions added while the job runs are found by listing again
+            from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+            reader = _ReadPartitionUnbounded(self._config)
+            partitions = (pbegin
+                          | "EveryPoll" >> PeriodicImpulse(fire_interval=self._config.partition_poll_s)
+                          | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config)).with_output_types(
+                              Tuple[str, int])
+                          | "NewPartitions" >> beam.ParDo(_NewPartitions()))
+        records = (partitions
                    | "Reshuffle" >> beam.Reshuffle()
                    | "ReadPartitions" >> beam.ParDo(reader).with_outputs(DEAD_LETTERS, main="records"))
         return records

@@ -155,3 +155,32 @@ def test_the_reader_reports_a_gap_before_the_first_record_after_its_start(kafka_
     reader = reader_for(topic)
     outputs, _, _ = read_once(reader, topic, 0, OffsetRange(2, UNBOUNDED_END))
     assert [o.value.source.position.get("gap_from") for o in outputs] == [None, None], "2 and 3: no gap"
+
+
+def test_partitions_added_while_the_job_runs_are_read_once_listed(kafka_bootstrap: str):
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from connectors.kafka import _ListPartitions, _NewPartitions
+
+    topic = create_topic(kafka_bootstrap, partitions=2)
+    lister = _ListPartitions(config(kafka_bootstrap, topic))
+    first = list(lister.process(None))
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    try:
+        for future in admin.create_partitions([NewPartitions(topic, 3)]).values():
+            future.result(10)
+    except Exception as exc:  # noqa: BLE001 - the test broker may not implement CreatePartitions
+        pytest.skip(f"the test broker cannot add partitions: {exc}")
+    second = list(lister.process(None))
+    assert first == [(topic, 0), (topic, 1)] and second == [(topic, 0), (topic, 1), (topic, 2)]
+
+    options = PipelineOptions(["--streaming"])
+    options.view_as(StandardOptions).streaming = True
+    stream = TestStream().add_elements(first).advance_watermark_to(60).add_elements(second)
+    with beam.Pipeline(options=options) as p:
+        new = p | stream.advance_watermark_to_infinity() | beam.ParDo(_NewPartitions())
+        assert_that(new, equal_to(second))
