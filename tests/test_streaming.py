@@ -59,6 +59,7 @@ SCHEDULE: list[Any] = [
     upsert("A", 4, "Alpha fourth arrives late, behind the watermark.", 5),  # late
     upsert("E", 1, "Echo only ever arrives late.", 8, partition=1),  # late
     upsert("A", 2, "Alpha second, late and older.", 6),  # late and superseded
+    Record("bad2", b"[1, 2]", 9, partition=1),  # late and malformed: dead-lettered, not dropped
     Watermark(60),
 ]
 
@@ -75,8 +76,9 @@ def test_streaming_qdrant_ends_exact_commits_offsets_and_dead_letters(
     assert qdrant.state() == model_state(SCHEDULE, small_chunker)
     assert committed(kafka_bootstrap, topic, 2) == end_offsets(kafka_bootstrap, topic, 2)
     letters = read_dead_letters(tmp_path / "dead.jsonl")
-    assert [(d["stage"], d["source"]["position"]["offset"]) for d in letters] == [("parse", 2)]
-    assert [m.key() for m in read_topic(kafka_bootstrap, dead_topic, 1)] == [b"bad"]
+    assert sorted((d["stage"], d["source"]["position"]["partition"], d["source"]["position"]["offset"])
+                  for d in letters) == [("parse", 0, 2), ("parse", 1, 7)]
+    assert sorted(m.key() for m in read_topic(kafka_bootstrap, dead_topic, 2)) == [b"bad", b"bad2"]
 
 
 def sink_flags(target: Any) -> list[str]:
