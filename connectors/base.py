@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
 from transforms.chunking import TokenChunker
-from transforms.latest import precedence
+from transforms.latest import held_rank, superseded_in_flight
 from transforms.model import ModelRef, local_model_path
+from transforms.ordering import DOC_KEYED
 from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
@@ -397,8 +398,8 @@ class WriteDocuments(_BufferedStoreDoFn):
 
 
 class WriteDocumentsInOrder(WriteDocuments):
-    """Streaming's `WriteDocuments`, keyed by document: a write goes to the store only if its event outranks
-    every write this step admitted for the document before (`transforms.latest.precedence`); otherwise its
+    """Streaming's `WriteDocuments`, keyed by document: a write goes to the store only if no write this step
+    admitted for the document before outranks it (`transforms.latest.superseded_in_flight`); otherwise its
     outcome is `superseded` and nothing is written, so an older version never lands after a newer one, with
     or without a conditional write in the store. A newer write of a document still in the buffer replaces
     the older one (superseded). Each write also deletes the chunks the previous admitted write of the
@@ -410,9 +411,8 @@ class WriteDocumentsInOrder(WriteDocuments):
                 timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam,
                 admitted=beam.DoFn.StateParam(ADMITTED)) -> Iterator[Any]:
         _, write = keyed
-        mine = precedence(write.event)
         held = admitted.read()
-        if held is not None and mine <= held[0]:
+        if superseded_in_flight(write.event, held[0] if held is not None else None) is not None:
             yield self._superseded_outcome(write)
             return
         for i, (buffered, ts, win) in enumerate(self._buffer.items):
@@ -423,8 +423,26 @@ class WriteDocumentsInOrder(WriteDocuments):
         new_ids = {r.point_id for r in write.records}
         earlier = set(held[1]) if held is not None else set()
         stale = tuple(sorted(set(write.stale_ids) | (earlier - new_ids)))
-        admitted.write((mine, tuple(sorted(new_ids))))
+        admitted.write((held_rank(write.event), tuple(sorted(new_ids))))
         yield from super().process(dataclasses.replace(write, stale_ids=stale), timestamp, window)
 
     def _superseded_outcome(self, write: DocumentWrite) -> SinkOutcome:
         return SinkOutcome(self._name, write.event, applied=False, superseded=True, sinks=write.sinks)
+
+
+class WriteToSink(beam.PTransform):
+    """`DocumentWrite`s → one sink: outputs `outcomes` and `dead_letters`. `in_order` (streaming): keyed by
+    document through `WriteDocumentsInOrder`; else `WriteDocuments`."""
+
+    def __init__(self, store_config: StoreConfig, prepare_dimension: Optional[int], in_order: bool) -> None:
+        super().__init__()
+        self._config, self._prepare, self._in_order = store_config, prepare_dimension, in_order
+
+    def expand(self, writes: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        if not self._in_order:
+            return writes | beam.ParDo(WriteDocuments(self._config, self._prepare)).with_outputs(
+                DEAD_LETTERS, main="outcomes")
+        return (writes
+                | "ByDocument" >> beam.Map(lambda w: (w.key, w)).with_output_types(DOC_KEYED)
+                | "InOrder" >> beam.ParDo(WriteDocumentsInOrder(self._config, self._prepare)).with_outputs(
+                    DEAD_LETTERS, main="outcomes"))

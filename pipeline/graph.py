@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from connectors.base import (DEAD_LETTERS, TO_EMBED, PlanDocumentWrites, WriteDocuments, WriteDocumentsInOrder,
-                             document_key)
+from connectors.base import DEAD_LETTERS, TO_EMBED, PlanDocumentWrites, WriteToSink, document_key
 from connectors.dead_letters import WriteDeadLetters
 from connectors.objects import FetchContent
 from connectors.sources import FinishedRecords, FinishedRecordsInState
@@ -22,7 +21,7 @@ from connectors.changelog import ReadChangeLog, ReadDocumentFolder, parse_docume
 from pipeline.options import SyncConfig
 from transforms.embedding import EmbedChunks, SentenceTransformerHandler
 from transforms.model import ModelRef
-from transforms.ordering import DOC_KEYED, AssembleWhenComplete, OrderPerDocument, SettleWhenComplete, flight_key
+from transforms.ordering import AssembleWhenComplete, OrderPerDocument, SettleWhenComplete, flight_key
 from transforms.parse import parse_or_dead_letter
 from transforms.stages import (
     AssembleDocumentWrites,
@@ -74,13 +73,9 @@ def build_graph(p: beam.Pipeline, config: SyncConfig, model: ModelRef,
     assembled = ({"plans": planned.plans, "vectors": embedded["vectors"], "failures": embedded["failures"]}
                  | "AssembleWrites" >> assemble(model.model_id, model.dimension, [store.sink_name for store in stores]))
     outcomes, sink_dead_letters = [], []
-    for store in stores:
-        writes = assembled[sink_tag(store.sink_name)]
-        if streaming:  # each document's writes in order, by keyed state
-            writes = writes | f"ByDocument:{store.sink_name}" >> beam.Map(lambda w: (w.key, w)).with_output_types(DOC_KEYED)
-        written = writes | f"Write:{store.sink_name}" >> beam.ParDo(
-            (WriteDocumentsInOrder if streaming else WriteDocuments)(store, prepare)).with_outputs(
-            DEAD_LETTERS, main="outcomes")
+    for store in stores:  # streaming: each document's writes in order, by keyed state
+        written = assembled[sink_tag(store.sink_name)] | f"Write:{store.sink_name}" >> WriteToSink(
+            store, prepare, in_order=streaming)
         outcomes.append(written.outcomes)
         sink_dead_letters.append(written[DEAD_LETTERS])
     settled = (tuple(outcomes) | "AllSinkOutcomes" >> beam.Flatten()

@@ -141,3 +141,16 @@ def test_the_writer_never_writes_an_older_version_after_a_newer_one_and_drops_wh
     a6_write = RecordingStore.written[-1]
     assert a6_write[2] == ("a-0",) and set(a6_write[3]) == {"a-1", "a-2"}, \
         "the newer write also deletes the chunks the earlier admitted write added"
+
+
+def test_the_in_flight_rule_is_the_precedence_rule_with_a_digest_for_the_last_tie_break():
+    from transforms.latest import held_rank, superseded_in_flight
+
+    a2, a2_delete = event("a", 2), event("a", 2, "delete")
+    assert superseded_in_flight(a2, None) is None
+    assert superseded_in_flight(event("a", 1), held_rank(a2)) == "older version 1 < 2"
+    assert superseded_in_flight(a2, held_rank(a2)) == "duplicate"
+    assert superseded_in_flight(a2, held_rank(a2_delete)) == "same version 2 as a delete (a delete wins a tie)"
+    assert superseded_in_flight(a2_delete, held_rank(a2)) is None
+    assert superseded_in_flight(event("a", 2, text="other"), held_rank(a2)) is None, "a different payload goes on"
+    assert superseded_in_flight(event("a", 3), held_rank(a2_delete)) is None

@@ -2,8 +2,8 @@
 per-window GroupByKeys, so nothing depends on windows, triggers or the watermark.
 
 A streaming run works in the global window. `OrderPerDocument` remembers, per `(namespace, doc_id)`, the
-highest event it let through (`transforms.latest.precedence`: version, then delete over upsert, then the
-raw payload) and supersedes any event that does not outrank it, whenever it arrives: an older version in
+highest event it let through (`transforms.latest.superseded_in_flight`: version, then delete over upsert;
+the same payload again is a duplicate) and supersedes any event that does not outrank it, whenever it arrives: an older version in
 a later window, a record behind the watermark, a duplicate. Several versions of one document can still be
 in flight at once (each let through when it was the newest so far); from here on each event is keyed by
 its `flight_key`, so their chunks and outcomes never mix, and the sink writers keep the order again
@@ -13,7 +13,6 @@ No element is ever dropped for being late: there is no window to be late for.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Iterator, Optional, Tuple
 
 import apache_beam as beam
@@ -21,7 +20,7 @@ from apache_beam.coders import PickleCoder
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 
 from transforms import counters
-from transforms.latest import precedence
+from transforms.latest import digest, held_rank, superseded_in_flight
 from transforms.stages import DEAD_LETTERS, SUPERSEDED, _Assemble, sink_tag
 from transforms.types import ChangeEvent, DocKey, SinkOutcome
 
@@ -33,17 +32,7 @@ FLIGHT_KEYED = Tuple[Tuple[Tuple[str, str], int, str, str], Any]
 
 
 def flight_key(event: ChangeEvent) -> FlightKey:
-    return (event.key, event.version, event.op, hashlib.sha256(event.raw).hexdigest()[:32])
-
-
-def superseded_reason(event: ChangeEvent, held: tuple[int, bool, bytes]) -> str:
-    """Why `event` loses to the held precedence (same wording as `transforms.latest.select_latest`)."""
-    mine = precedence(event)
-    if mine == held:
-        return "duplicate"
-    if event.version < held[0]:
-        return f"older version {event.version} < {held[0]}"
-    return f"same version {event.version}, lost the tie-break"
+    return (event.key, event.version, event.op, digest(event))
 
 
 class _KeepOrder(beam.DoFn):
@@ -55,20 +44,19 @@ class _KeepOrder(beam.DoFn):
     def process(self, keyed: tuple[DocKey, ChangeEvent],
                 highest: Any = beam.DoFn.StateParam(HIGHEST)) -> Iterator[Any]:
         _, event = keyed
-        held: Optional[tuple[int, bool, bytes]] = highest.read()
-        mine = precedence(event)
-        if held is not None and mine <= held:
+        if superseded_in_flight(event, highest.read()) is not None:
             self._superseded.inc()
             yield beam.pvalue.TaggedOutput(SUPERSEDED, event)
             return
-        highest.write(mine)
+        highest.write(held_rank(event))
         yield event
 
 
 class OrderPerDocument(beam.PTransform):
-    """Streaming's `LatestPerDocument`: an event goes on (main output `winners`) only if it outranks every
-    earlier event of its document; the rest are counted and output as `superseded`. Keyed state, no window:
-    late and out-of-window events are ordered like any other."""
+    """Streaming's `LatestPerDocument`: an event goes on (main output `winners`) only if no earlier event of
+    its document outranks it (`superseded_in_flight`); the rest are counted and output as `superseded`.
+    Keyed state (version, delete, payload digest per document), no window: late and out-of-window events
+    are ordered like any other."""
 
     def expand(self, events: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return (events
