@@ -122,8 +122,10 @@ class BundleBuffer:
         return items
 
 
-def emit_output(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Optional[str] = None) -> Any:
-    out = WindowedValue(value, timestamp, [window]) if in_bundle_end else value
+def emit_output(value: Any, timestamp: Any, window: Any, tag: Optional[str] = None) -> Any:
+    """`value` with its own timestamp and window (that of the element it came from), whenever a buffer is
+    flushed: in `process` (where a bare value would take the current element's) or in `finish_bundle`."""
+    out = WindowedValue(value, timestamp, [window])
     return beam.pvalue.TaggedOutput(tag, out) if tag else out
 
 
@@ -187,7 +189,7 @@ class _BufferedStoreDoFn(beam.DoFn):
     def _size(self, element: Any) -> int:
         return 0
 
-    def _handle(self, items: list[tuple[Any, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+    def _handle(self, items: list[tuple[Any, Any, Any]]) -> Iterator[Any]:
         raise NotImplementedError
 
     def setup(self) -> None:
@@ -216,22 +218,22 @@ class _BufferedStoreDoFn(beam.DoFn):
         self._buffered_bytes += self._size(element)
         byte_limit = self._byte_limit()
         if self._buffered >= self._limit() or (byte_limit is not None and self._buffered_bytes >= byte_limit):
-            yield from self._flush(in_bundle_end=False)
+            yield from self._flush()
 
     def finish_bundle(self) -> Iterator[Any]:
-        yield from self._flush(in_bundle_end=True)
+        yield from self._flush()
 
     def teardown(self) -> None:
         for store in getattr(self, "_stores", {}).values():
             store.close()
         self._stores = {}
 
-    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
+    def _flush(self) -> Iterator[Any]:
         items = self._buffer.take()
         self._buffered = 0
         self._buffered_bytes = 0
         if items:
-            yield from self._handle(items, in_bundle_end)
+            yield from self._handle(items)
 
 
 class PlanDocumentWrites(_BufferedStoreDoFn):
@@ -268,7 +270,7 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
     def _limit(self) -> int:
         return self._lookup_batch_size
 
-    def _handle(self, items: list[tuple[ChangeEvent, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+    def _handle(self, items: list[tuple[ChangeEvent, Any, Any]]) -> Iterator[Any]:
         keys = list({event.key for event, _, _ in items})
         stored: dict[str, dict[DocKey, StoredDocument]] = {}
         for config in self._configs:
@@ -279,13 +281,13 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
             except GaveUp as failure:
                 for event, ts, win in items:
                     yield emit_output(DeadLetter.for_event(f"lookup:{name}", failure.cause, event,
-                                                     attempts=failure.attempts), ts, win, in_bundle_end, DEAD_LETTERS)
+                                                     attempts=failure.attempts), ts, win, DEAD_LETTERS)
                 return
         for event, ts, win in items:
             by_sink = {name: docs.get(event.key, StoredDocument()) for name, docs in stored.items()}
-            yield from self._plan_one(event, by_sink, ts, win, in_bundle_end)
+            yield from self._plan_one(event, by_sink, ts, win)
         if len(self._to_embed) >= self._embed_sort_window:
-            yield from self._release_chunks(in_bundle_end)
+            yield from self._release_chunks()
 
     def start_bundle(self) -> None:
         super().start_bundle()
@@ -293,36 +295,35 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         yield from super().finish_bundle()
-        yield from self._release_chunks(in_bundle_end=True)
+        yield from self._release_chunks()
 
-    def _release_chunks(self, in_bundle_end: bool) -> Iterator[Any]:
+    def _release_chunks(self) -> Iterator[Any]:
         """Length-aware batching: chunks go to RunInference sorted by token count (over up to
         `embed_sort_window` chunks of the bundle), so each batch holds similar lengths and little padding."""
         pending, self._to_embed = self._to_embed, []
         pending.sort(key=lambda item: item[0])
         for _, element, ts, win in pending:
-            yield emit_output(element, ts, win, in_bundle_end, TO_EMBED)
+            yield emit_output(element, ts, win, TO_EMBED)
 
-    def _plan_one(self, event: ChangeEvent, stored: dict[str, StoredDocument], ts: Any, win: Any,
-                  in_bundle_end: bool) -> Iterator[Any]:
+    def _plan_one(self, event: ChangeEvent, stored: dict[str, StoredDocument], ts: Any, win: Any) -> Iterator[Any]:
         """Yields the plan (or a dead letter); queues the chunks to embed for `_release_chunks`."""
         try:
             plan = plan_for_sinks(event, stored, self._chunker, self._model_id)
         except Exception as exc:  # noqa: BLE001 - chunking or planning failed for this document only
-            yield emit_output(DeadLetter.for_event("chunk", exc, event), ts, win, in_bundle_end, DEAD_LETTERS)
+            yield emit_output(DeadLetter.for_event("chunk", exc, event), ts, win, DEAD_LETTERS)
             return
         if isinstance(plan, Superseded):
             self._superseded.inc()
-            yield emit_output(event, ts, win, in_bundle_end, SUPERSEDED)
+            yield emit_output(event, ts, win, SUPERSEDED)
             return
         if not plan.stale_ids:  # no sink needs a write
             self._applied.inc()
             self._in_sync.inc()
             self._skipped.inc(len(plan.chunks))
-            yield emit_output(event, ts, win, in_bundle_end, SUPERSEDED)
+            yield emit_output(event, ts, win, SUPERSEDED)
             return
         key = self._key_of(event)
-        yield emit_output((key, plan), ts, win, in_bundle_end)
+        yield emit_output((key, plan), ts, win)
         for chunk in plan.chunks:
             if chunk.chunk_index not in plan.reused_vectors:
                 element = ((key, chunk.chunk_index), (chunk.text, chunk.token_count))
@@ -358,10 +359,10 @@ class WriteDocuments(_BufferedStoreDoFn):
     def _size(self, write: DocumentWrite) -> int:
         return write_bytes(write)
 
-    def _handle(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
-        yield from self._write(items, in_bundle_end)
+    def _handle(self, items: list[tuple[DocumentWrite, Any, Any]]) -> Iterator[Any]:
+        yield from self._write(items)
 
-    def _write(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+    def _write(self, items: list[tuple[DocumentWrite, Any, Any]]) -> Iterator[Any]:
         store = self._stores[self._name]
         writes = [w for w, _, _ in items]
         started = time.monotonic()
@@ -371,16 +372,15 @@ class WriteDocuments(_BufferedStoreDoFn):
         except GaveUp as failure:
             if not failure.transient and len(items) > 1:
                 middle = len(items) // 2  # isolate the poison document(s); the rest still land
-                yield from self._write(items[:middle], in_bundle_end)
-                yield from self._write(items[middle:], in_bundle_end)
+                yield from self._write(items[:middle])
+                yield from self._write(items[middle:])
                 return
             stage = f"sink:{self._name}"
             for write, ts, win in items:
                 self._sink_dead.inc()
                 yield emit_output(DeadLetter.for_event(stage, failure.cause, write.event, attempts=failure.attempts),
-                            ts, win, in_bundle_end, DEAD_LETTERS)
-                yield emit_output(SinkOutcome(self._name, write.event, applied=False, sinks=write.sinks), ts, win,
-                                  in_bundle_end)
+                            ts, win, DEAD_LETTERS)
+                yield emit_output(SinkOutcome(self._name, write.event, applied=False, sinks=write.sinks), ts, win)
             return
         self._latency.update(int((time.monotonic() - started) * 1000))
         for write, ts, win in items:
@@ -389,8 +389,7 @@ class WriteDocuments(_BufferedStoreDoFn):
             self._deleted.inc(deleted)
             self._sink_upserted.inc(upserted)
             self._sink_deleted.inc(deleted)
-            yield emit_output(SinkOutcome(self._name, write.event, applied=True, sinks=write.sinks), ts, win,
-                              in_bundle_end)
+            yield emit_output(SinkOutcome(self._name, write.event, applied=True, sinks=write.sinks), ts, win)
 
     def _count_retry(self, error: BaseException, attempt: int) -> None:
         self._retries.inc()

@@ -1,7 +1,7 @@
 """The streaming graph's keyed steps on the DirectRunner with `--streaming` and a TestStream (each
 `add_elements` is its own bundle, so state is what carries order from one to the next): per-document order,
 the plan/vector join, the writer's order (a store without conditional writes, recording what it is asked to
-write), and settling across sinks."""
+write), settling across sinks, and buffered outputs keeping their own timestamp."""
 from __future__ import annotations
 
 import threading
@@ -154,3 +154,29 @@ def test_the_in_flight_rule_is_the_precedence_rule_with_a_digest_for_the_last_ti
     assert superseded_in_flight(a2_delete, held_rank(a2)) is None
     assert superseded_in_flight(event("a", 2, text="other"), held_rank(a2)) is None, "a different payload goes on"
     assert superseded_in_flight(event("a", 3), held_rank(a2_delete)) is None
+
+
+class _Stamp(beam.DoFn):
+    def process(self, outcome: SinkOutcome, timestamp=beam.DoFn.TimestampParam) -> Any:
+        yield outcome.event.doc_id, outcome.sinks, int(timestamp.micros // 1_000_000)
+
+
+def test_buffered_outputs_keep_their_own_timestamp_when_a_later_element_flushes_the_buffer():
+    """A batch of two flushed while the second element is processed: the first's outcome keeps time 5."""
+    from apache_beam.transforms.window import TimestampedValue
+
+    from connectors.base import WriteDocuments
+
+    RecordingStore.written.clear()
+    writes = [TimestampedValue(dataclass_replace(write_of(event(d, 1), 1), sinks=2), t) for d, t in (("x", 5), ("y", 15))]
+    with streaming_pipeline() as p:
+        written = (p | TestStream().add_elements(writes).advance_watermark_to_infinity()
+                   | beam.ParDo(WriteDocuments(RecordingConfig(batch_size=2))).with_outputs(DEAD_LETTERS,
+                                                                                           main="outcomes"))
+        assert_that(written.outcomes | beam.ParDo(_Stamp()), equal_to([("x", 2, 5), ("y", 2, 15)]))
+
+
+def dataclass_replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)

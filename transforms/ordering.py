@@ -3,8 +3,8 @@ per-window GroupByKeys, so nothing depends on windows, triggers or the watermark
 
 A streaming run works in the global window. `OrderPerDocument` remembers, per `(namespace, doc_id)`, the
 highest event it let through (`transforms.latest.superseded_in_flight`: version, then delete over upsert;
-the same payload again is a duplicate) and supersedes any event that does not outrank it, whenever it arrives: an older version in
-a later window, a record behind the watermark, a duplicate. Several versions of one document can still be
+the same payload again is a duplicate) and supersedes any event that does not outrank it, whenever it
+arrives: an older version in a later window, a record behind the watermark, a duplicate. Several versions of one document can still be
 in flight at once (each let through when it was the newest so far); from here on each event is keyed by
 its `flight_key`, so their chunks and outcomes never mix, and the sink writers keep the order again
 (`connectors.base.WriteDocumentsInOrder`). `AssembleWhenComplete` joins a plan with its vectors as soon as
@@ -29,6 +29,7 @@ FlightKey = tuple[DocKey, int, str, str]
 DOC_KEYED = Tuple[Tuple[str, str], Any]
 """Type hint of elements keyed by document: gives stateful steps a deterministic key coder."""
 FLIGHT_KEYED = Tuple[Tuple[Tuple[str, str], int, str, str], Any]
+"""Type hint of elements keyed by `flight_key`."""
 
 
 def flight_key(event: ChangeEvent) -> FlightKey:
