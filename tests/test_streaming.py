@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import create_topic, read_dead_letters
 from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget, State
 from tests.streaming_harness import (Record, Watermark, committed, delete, end_offsets, read_topic,
-                                     run_streaming, upsert)
+                                     run_streaming, sink_flags, upsert)
 from transforms.chunking import TokenChunker
 
 LONG = " ".join(f"Section {i}: forklifts yield to pedestrians in aisle {i}." for i in range(6))
@@ -72,17 +72,13 @@ def qdrant(tmp_path: Path) -> QdrantTarget:
 def test_streaming_qdrant_ends_exact_commits_offsets_and_dead_letters(
         tmp_path: Path, kafka_bootstrap: str, small_chunker: TokenChunker, qdrant: QdrantTarget):
     topic, dead_topic = create_topic(kafka_bootstrap, partitions=2), create_topic(kafka_bootstrap, partitions=1)
-    run = run_streaming(kafka_bootstrap, topic, SCHEDULE, qdrant.args, tmp_path, "--dead_letter_topic", dead_topic)
+    run_streaming(kafka_bootstrap, topic, SCHEDULE, qdrant.args, tmp_path, "--dead_letter_topic", dead_topic)
     assert qdrant.state() == model_state(SCHEDULE, small_chunker)
     assert committed(kafka_bootstrap, topic, 2) == end_offsets(kafka_bootstrap, topic, 2)
     letters = read_dead_letters(tmp_path / "dead.jsonl")
     assert sorted((d["stage"], d["source"]["position"]["partition"], d["source"]["position"]["offset"])
                   for d in letters) == [("parse", 0, 2), ("parse", 1, 7)]
     assert sorted(m.key() for m in read_topic(kafka_bootstrap, dead_topic, 2)) == [b"bad", b"bad2"]
-
-
-def sink_flags(target: Any) -> list[str]:
-    return target.args if target.args[:1] == ["--sink"] else ["--sink", "qdrant", *target.args]
 
 
 def test_streaming_every_sink_in_one_pipeline_ends_exact(

@@ -5,7 +5,7 @@ write), settling across sinks, and buffered outputs keeping their own timestamp.
 from __future__ import annotations
 
 import threading
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions

@@ -2,7 +2,8 @@
 order, duplicates, a delete and an upsert of the same version, records behind the watermark) and watermark
 advances, the shipped streaming graph (TestStream in place of the Kafka reader, see
 tests/streaming_harness.py) leaves every sink with exactly the model's state, and commits every partition
-to its end offset. Sinks: the embedded Qdrant store and pgvector, in one pipeline."""
+to its end offset. Sinks: the embedded Qdrant store, pgvector, Pinecone (fake index, no conditional write)
+and MongoDB (mongoeco), all four in one pipeline."""
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import create_topic
-from tests.sink_targets import PgVectorTarget, QdrantTarget, State
-from tests.streaming_harness import Record, Watermark, committed_to_end, run_streaming
+from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget, State
+from tests.streaming_harness import Record, Watermark, committed_to_end, run_streaming, sink_flags
 from tests.test_sync_property import PROPERTY_SETTINGS, WORDS, event_for, examples
 from transforms.chunking import TokenChunker
 
@@ -71,12 +72,16 @@ def model(steps: list[Any], chunker: TokenChunker) -> State:
 @given(steps=schedules())
 def test_streaming_sinks_match_the_model_for_any_schedule(
         steps: list[Any], tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, pg_uri: str,
-        small_chunker: TokenChunker):
+        mongo_server: tuple[str, str, str], small_chunker: TokenChunker):
     work: Path = tmp_path_factory.mktemp("stream")
-    qdrant, pgvector = QdrantTarget(work), PgVectorTarget(pg_uri)
-    topic = create_topic(kafka_bootstrap, partitions=2)
-    run_streaming(kafka_bootstrap, topic, steps, ["--sink", "qdrant", *qdrant.args, *pgvector.args], work)
-    expected = model(steps, small_chunker)
-    assert qdrant.state() == expected
-    assert pgvector.state() == expected
-    assert committed_to_end(kafka_bootstrap, topic, 2)
+    targets = [QdrantTarget(work), PgVectorTarget(pg_uri), PineconeTarget(), MongoTarget(mongo_server)]
+    try:
+        topic = create_topic(kafka_bootstrap, partitions=2)
+        run_streaming(kafka_bootstrap, topic, steps, [a for t in targets for a in sink_flags(t)], work)
+        expected = model(steps, small_chunker)
+        for target in targets:
+            assert target.state() == expected, target.name
+        assert committed_to_end(kafka_bootstrap, topic, 2)
+    finally:
+        for target in targets:
+            target.close()

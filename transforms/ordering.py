@@ -13,7 +13,7 @@ No element is ever dropped for being late: there is no window to be late for.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
