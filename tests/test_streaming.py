@@ -97,3 +97,19 @@ def test_streaming_every_sink_in_one_pipeline_ends_exact(
     finally:
         for target in targets:
             target.close()
+
+
+def test_offsets_are_never_committed_past_a_record_whose_dead_letter_is_not_durable(
+        tmp_path: Path, kafka_bootstrap: str, qdrant: QdrantTarget):
+    """The dead-letter file cannot be written (its folder is a file): the malformed record at offset 2 is
+    never finished, the run fails, and no commit passes it, although later records were applied."""
+    topic = create_topic(kafka_bootstrap, partitions=1)
+    (tmp_path / "not-a-folder").write_text("")
+    steps = [upsert("A", 1, "Alpha one.", 1), upsert("B", 1, "Bravo one.", 2), Record("bad", b"{oops", 3),
+             Watermark(10), upsert("C", 1, "Charlie one.", 12), upsert("D", 1, "Delta one.", 13), Watermark(30)]
+    with pytest.raises(Exception, match="WriteDeadLetters"):
+        run_streaming(kafka_bootstrap, topic, steps, qdrant.args, tmp_path,
+                      "--dead_letters", str(tmp_path / "not-a-folder" / "dead.jsonl"))
+    (offset,) = committed(kafka_bootstrap, topic, 1)
+    assert offset <= 2, f"committed {offset}: past the record whose dead letter was never written"
+    assert {doc for doc, _, _ in qdrant.state()} >= {"A", "B"}
