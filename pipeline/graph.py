@@ -41,7 +41,8 @@ dimension (see `transforms.model.ModelRef`)."""
 def build_graph(p: beam.Pipeline, config: SyncConfig, model: ModelRef,
                 prepare_on_workers: bool = False) -> beam.PCollection:
     """Adds the sync graph to `p`; returns one settled `SinkOutcome` per written event (applied to every
-    sink, or dead-lettered): what streaming sources acknowledge. `prepare_on_workers`: the sinks are made
+    sink, dead-lettered, or, streaming, superseded by a newer version a writer already had): what streaming
+    sources acknowledge. `prepare_on_workers`: the sinks are made
     ready in the store DoFns' `setup` (remote runners), not by the launcher."""
     prepare = model.dimension if prepare_on_workers else None
     source = config.source
