@@ -13,19 +13,24 @@ Client objects are made once per DoFn instance in `setup` and closed in `teardow
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Sequence, Union
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.windowed_value import WindowedValue
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transforms import counters
 from transforms.chunking import TokenChunker
+from transforms.latest import held_rank, superseded_in_flight
 from transforms.layouts import PayloadLayout
 from transforms.model import ModelRef, local_model_path
+from transforms.ordering import DOC_KEYED
 from transforms.reconcile import plan_for_sinks
 from transforms.stages import DEAD_LETTERS, SUPERSEDED
 from transforms.retry import GaveUp, RetryPolicy, call_with_retries
@@ -153,9 +158,15 @@ class BundleBuffer:
         return items
 
 
-def emit_output(value: Any, timestamp: Any, window: Any, in_bundle_end: bool, tag: Optional[str] = None) -> Any:
-    out = WindowedValue(value, timestamp, [window]) if in_bundle_end else value
+def emit_output(value: Any, timestamp: Any, window: Any, tag: Optional[str] = None) -> Any:
+    """`value` with its own timestamp and window (that of the element it came from), whenever a buffer is
+    flushed: in `process` (where a bare value would take the current element's) or in `finish_bundle`."""
+    out = WindowedValue(value, timestamp, [window])
     return beam.pvalue.TaggedOutput(tag, out) if tag else out
+
+
+def document_key(event: ChangeEvent) -> DocKey:
+    return event.key
 
 
 class SinkNotReadyError(RuntimeError):
@@ -218,7 +229,7 @@ class _BufferedStoreDoFn(beam.DoFn):
     def _size(self, element: Any) -> int:
         return 0
 
-    def _handle(self, items: list[tuple[Any, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+    def _handle(self, items: list[tuple[Any, Any, Any]]) -> Iterator[Any]:
         raise NotImplementedError
 
     def setup(self) -> None:
@@ -247,22 +258,22 @@ class _BufferedStoreDoFn(beam.DoFn):
         self._buffered_bytes += self._size(element)
         byte_limit = self._byte_limit()
         if self._buffered >= self._limit() or (byte_limit is not None and self._buffered_bytes >= byte_limit):
-            yield from self._flush(in_bundle_end=False)
+            yield from self._flush()
 
     def finish_bundle(self) -> Iterator[Any]:
-        yield from self._flush(in_bundle_end=True)
+        yield from self._flush()
 
     def teardown(self) -> None:
         for store in getattr(self, "_stores", {}).values():
             store.close()
         self._stores = {}
 
-    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
+    def _flush(self) -> Iterator[Any]:
         items = self._buffer.take()
         self._buffered = 0
         self._buffered_bytes = 0
         if items:
-            yield from self._handle(items, in_bundle_end)
+            yield from self._handle(items)
 
 
 class PlanDocumentWrites(_BufferedStoreDoFn):
@@ -274,8 +285,12 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def __init__(self, store_configs: Sequence[StoreConfig], model_path: Union[ModelRef, str], model_id: str,
                  chunk_size: Optional[int], chunk_overlap: int, lookup_batch_size: int = 256,
-                 embed_sort_window: int = 4096, prepare_dimension: Optional[int] = None) -> None:
+                 embed_sort_window: int = 4096, prepare_dimension: Optional[int] = None,
+                 key_of: Callable[[ChangeEvent], Any] = document_key) -> None:
+        """`key_of`: the key plans and chunks to embed carry (the document's; streaming: the event's own,
+        `transforms.ordering.flight_key`, so two versions in flight never mix)."""
         super().__init__(store_configs, prepare_dimension)
+        self._key_of = key_of
         self._model_path = model_path
         self._model_id = model_id
         self._chunk_size = chunk_size
@@ -296,7 +311,7 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
     def _limit(self) -> int:
         return self._lookup_batch_size
 
-    def _handle(self, items: list[tuple[ChangeEvent, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+    def _handle(self, items: list[tuple[ChangeEvent, Any, Any]]) -> Iterator[Any]:
         keys = list({event.key for event, _, _ in items})
         stored: dict[str, dict[DocKey, StoredDocument]] = {}
         for config in self._configs:
@@ -307,13 +322,13 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
             except GaveUp as failure:
                 for event, ts, win in items:
                     yield emit_output(DeadLetter.for_event(f"lookup:{name}", failure.cause, event,
-                                                     attempts=failure.attempts), ts, win, in_bundle_end, DEAD_LETTERS)
+                                                     attempts=failure.attempts), ts, win, DEAD_LETTERS)
                 return
         for event, ts, win in items:
             by_sink = {name: docs.get(event.key, StoredDocument()) for name, docs in stored.items()}
-            yield from self._plan_one(event, by_sink, ts, win, in_bundle_end)
+            yield from self._plan_one(event, by_sink, ts, win)
         if len(self._to_embed) >= self._embed_sort_window:
-            yield from self._release_chunks(in_bundle_end)
+            yield from self._release_chunks()
 
     def start_bundle(self) -> None:
         super().start_bundle()
@@ -321,38 +336,38 @@ class PlanDocumentWrites(_BufferedStoreDoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         yield from super().finish_bundle()
-        yield from self._release_chunks(in_bundle_end=True)
+        yield from self._release_chunks()
 
-    def _release_chunks(self, in_bundle_end: bool) -> Iterator[Any]:
+    def _release_chunks(self) -> Iterator[Any]:
         """Length-aware batching: chunks go to the embedding step sorted by token count (over up to
         `embed_sort_window` chunks of the bundle), so each batch holds similar lengths and little padding."""
         pending, self._to_embed = self._to_embed, []
         pending.sort(key=lambda item: item[0])
         for _, element, ts, win in pending:
-            yield emit_output(element, ts, win, in_bundle_end, TO_EMBED)
+            yield emit_output(element, ts, win, TO_EMBED)
 
-    def _plan_one(self, event: ChangeEvent, stored: dict[str, StoredDocument], ts: Any, win: Any,
-                  in_bundle_end: bool) -> Iterator[Any]:
+    def _plan_one(self, event: ChangeEvent, stored: dict[str, StoredDocument], ts: Any, win: Any) -> Iterator[Any]:
         """Yields the plan (or a dead letter); queues the chunks to embed for `_release_chunks`."""
         try:
             plan = plan_for_sinks(event, stored, self._chunker, self._model_id)
         except Exception as exc:  # noqa: BLE001 - chunking or planning failed for this document only
-            yield emit_output(DeadLetter.for_event("chunk", exc, event), ts, win, in_bundle_end, DEAD_LETTERS)
+            yield emit_output(DeadLetter.for_event("chunk", exc, event), ts, win, DEAD_LETTERS)
             return
         if isinstance(plan, Superseded):
             self._superseded.inc()
-            yield emit_output(event, ts, win, in_bundle_end, SUPERSEDED)
+            yield emit_output(event, ts, win, SUPERSEDED)
             return
         if not plan.stale_ids:  # no sink needs a write
             self._applied.inc()
             self._in_sync.inc()
             self._skipped.inc(len(plan.chunks))
-            yield emit_output(event, ts, win, in_bundle_end, SUPERSEDED)
+            yield emit_output(event, ts, win, SUPERSEDED)
             return
-        yield emit_output((event.key, plan), ts, win, in_bundle_end)
+        key = self._key_of(event)
+        yield emit_output((key, plan), ts, win)
         for chunk in plan.chunks:
             if chunk.chunk_index not in plan.reused_vectors:
-                element = ((event.key, chunk.chunk_index), (chunk.text, chunk.token_count))
+                element = ((key, chunk.chunk_index), (chunk.text, chunk.token_count))
                 self._to_embed.append((chunk.token_count, element, ts, win))
 
 
@@ -385,10 +400,10 @@ class WriteDocuments(_BufferedStoreDoFn):
     def _size(self, write: DocumentWrite) -> int:
         return write_bytes(write)
 
-    def _handle(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
-        yield from self._write(items, in_bundle_end)
+    def _handle(self, items: list[tuple[DocumentWrite, Any, Any]]) -> Iterator[Any]:
+        yield from self._write(items)
 
-    def _write(self, items: list[tuple[DocumentWrite, Any, Any]], in_bundle_end: bool) -> Iterator[Any]:
+    def _write(self, items: list[tuple[DocumentWrite, Any, Any]]) -> Iterator[Any]:
         store = self._stores[self._name]
         writes = [w for w, _, _ in items]
         started = time.monotonic()
@@ -398,15 +413,15 @@ class WriteDocuments(_BufferedStoreDoFn):
         except GaveUp as failure:
             if not failure.transient and len(items) > 1:
                 middle = len(items) // 2  # isolate the poison document(s); the rest still land
-                yield from self._write(items[:middle], in_bundle_end)
-                yield from self._write(items[middle:], in_bundle_end)
+                yield from self._write(items[:middle])
+                yield from self._write(items[middle:])
                 return
             stage = f"sink:{self._name}"
             for write, ts, win in items:
                 self._sink_dead.inc()
                 yield emit_output(DeadLetter.for_event(stage, failure.cause, write.event, attempts=failure.attempts),
-                            ts, win, in_bundle_end, DEAD_LETTERS)
-                yield emit_output(SinkOutcome(self._name, write.event, applied=False), ts, win, in_bundle_end)
+                            ts, win, DEAD_LETTERS)
+                yield emit_output(SinkOutcome(self._name, write.event, applied=False, sinks=write.sinks), ts, win)
             return
         self._latency.update(int((time.monotonic() - started) * 1000))
         for write, ts, win in items:
@@ -415,8 +430,59 @@ class WriteDocuments(_BufferedStoreDoFn):
             self._deleted.inc(deleted)
             self._sink_upserted.inc(upserted)
             self._sink_deleted.inc(deleted)
-            yield emit_output(SinkOutcome(self._name, write.event, applied=True), ts, win, in_bundle_end)
+            yield emit_output(SinkOutcome(self._name, write.event, applied=True, sinks=write.sinks), ts, win)
 
     def _count_retry(self, error: BaseException, attempt: int) -> None:
         self._retries.inc()
         self._sink_retried.inc()
+
+
+class WriteDocumentsInOrder(WriteDocuments):
+    """Streaming's `WriteDocuments`, keyed by document: a write goes to the store only if no write this step
+    admitted for the document before outranks it (`transforms.latest.superseded_in_flight`); otherwise its
+    outcome is `superseded` and nothing is written, so an older version never lands after a newer one, with
+    or without a conditional write in the store. A newer write of a document still in the buffer replaces
+    the older one (superseded). Each write also deletes the chunks the previous admitted write of the
+    document added and it no longer has (its plan may have been made before that write landed)."""
+
+    ADMITTED = ReadModifyWriteStateSpec("admitted", PickleCoder())
+
+    def process(self, keyed: tuple[DocKey, DocumentWrite],  # type: ignore[override]
+                timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam,
+                admitted=beam.DoFn.StateParam(ADMITTED)) -> Iterator[Any]:
+        _, write = keyed
+        held = admitted.read()
+        if superseded_in_flight(write.event, held[0] if held is not None else None) is not None:
+            yield self._superseded_outcome(write)
+            return
+        for i, (buffered, ts, win) in enumerate(self._buffer.items):
+            if buffered.key == write.key:  # an older write of this document waits in the buffer: it loses
+                del self._buffer.items[i]
+                yield WindowedValue(self._superseded_outcome(buffered), ts, [win])
+                break
+        new_ids = {r.point_id for r in write.records}
+        earlier = set(held[1]) if held is not None else set()
+        stale = tuple(sorted(set(write.stale_ids) | (earlier - new_ids)))
+        admitted.write((held_rank(write.event), tuple(sorted(new_ids))))
+        yield from super().process(dataclasses.replace(write, stale_ids=stale), timestamp, window)
+
+    def _superseded_outcome(self, write: DocumentWrite) -> SinkOutcome:
+        return SinkOutcome(self._name, write.event, applied=False, superseded=True, sinks=write.sinks)
+
+
+class WriteToSink(beam.PTransform):
+    """`DocumentWrite`s → one sink: outputs `outcomes` and `dead_letters`. `in_order` (streaming): keyed by
+    document through `WriteDocumentsInOrder`; else `WriteDocuments`."""
+
+    def __init__(self, store_config: StoreConfig, prepare_dimension: Optional[int], in_order: bool) -> None:
+        super().__init__()
+        self._config, self._prepare, self._in_order = store_config, prepare_dimension, in_order
+
+    def expand(self, writes: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        if not self._in_order:
+            return writes | beam.ParDo(WriteDocuments(self._config, self._prepare)).with_outputs(
+                DEAD_LETTERS, main="outcomes")
+        return (writes
+                | "ByDocument" >> beam.Map(lambda w: (w.key, w)).with_output_types(DOC_KEYED)
+                | "InOrder" >> beam.ParDo(WriteDocumentsInOrder(self._config, self._prepare)).with_outputs(
+                    DEAD_LETTERS, main="outcomes"))

@@ -70,18 +70,18 @@ class DurableDeadLetterStep(beam.DoFn):
         self._accept(letter)
         self._buffer.add(letter, timestamp, window)
         if len(self._buffer.items) >= self.limit:
-            yield from self._flush(in_bundle_end=False)
+            yield from self._flush()
 
     def finish_bundle(self) -> Iterator[Any]:
-        yield from self._flush(in_bundle_end=True)
+        yield from self._flush()
 
-    def _flush(self, in_bundle_end: bool) -> Iterator[Any]:
+    def _flush(self) -> Iterator[Any]:
         items = self._buffer.take()
         if not items:
             return
         self._make_durable([letter for letter, _, _ in items])
         for letter, ts, win in items:
-            yield emit_output(letter, ts, win, in_bundle_end)
+            yield emit_output(letter, ts, win)
 
 
 class _WriteDeadLetterLines(DurableDeadLetterStep):

@@ -33,13 +33,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Tuple, Union
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, SetStateSpec
+from apache_beam.utils.timestamp import Duration, Timestamp
 from pydantic import Field, field_validator, model_validator
 
 from connectors.dead_letters import DurableDeadLetterStep
@@ -82,6 +84,8 @@ class KafkaConfig(SourceConfig):
     json_schema: Optional[str] = None
     dead_letter_topic: Optional[str] = None
     poll_timeout_s: float = 1.0
+    partition_poll_s: float = Field(default=60.0, gt=0)
+    """An unbounded read lists the topics' partitions this often and starts reading any new one."""
     idle_timeout_s: float = 30.0
     """A bounded read that sees no record for this long before reaching its end offset fails (a broker problem)."""
     max_delivery_attempts: int = Field(default=5, ge=1)
@@ -187,6 +191,19 @@ class _ListPartitions(beam.DoFn):
             consumer.close()
 
 
+class _NewPartitions(beam.DoFn):
+    """Per topic, across the stream: each partition once, the first time a listing shows it (keyed state)."""
+
+    SEEN = SetStateSpec("seen", VarIntCoder())
+
+    def process(self, listed: tuple[str, int], seen: Any = beam.DoFn.StateParam(SEEN)) -> Iterator[tuple[str, int]]:
+        topic, partition = listed
+        if partition in set(seen.read()):
+            return
+        seen.add(partition)
+        yield topic, partition
+
+
 class _ReadPartition(beam.DoFn, RestrictionProvider):
     """Splittable: the restriction of a `(topic, partition)` is an offset range, from the committed offset
     (or the earliest) to the end offset seen now (`stop_at_end`) or without end."""
@@ -230,8 +247,12 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
     def process(self, element: tuple[str, int],
                 tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(),
                 watermark: Any = beam.DoFn.WatermarkEstimatorParam(
-                    MonotonicWatermarkEstimator.default_provider())) -> Iterator[Any]:
-        """Claims each record's offset and outputs it at its Kafka timestamp (the watermark follows them)."""
+                    ManualWatermarkEstimator.default_provider())) -> Iterator[Any]:
+        """Claims each record's offset and outputs it at its Kafka timestamp. The watermark is the highest
+        timestamp read so far (Kafka timestamps are not monotonic within a partition: it never goes back);
+        when an unbounded partition is idle (no record in a poll: caught up, or empty), the watermark moves
+        to now and the rest of the range is deferred (a checkpoint the runner resumes), so an idle or empty
+        partition never holds the pipeline's watermark back."""
         from confluent_kafka import KafkaError, TopicPartition
 
         topic, partition = element
@@ -241,6 +262,7 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
         poisoned, runs = self._poisoned(topic, partition)
         self._consumer.assign([TopicPartition(topic, partition, restriction.start)])
         idle_since = time.monotonic()
+        expected = restriction.start  # the next offset; a record after it marks a gap (compaction, markers)
         try:
             while True:
                 messages = self._consumer.consume(num_messages=500, timeout=self._config.poll_timeout_s)
@@ -250,6 +272,7 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
                         raise RuntimeError(f"Kafka {topic}[{partition}]: {m.error()}")
                 if not real:
                     if restriction.stop == UNBOUNDED_END:
+                        advance_watermark(watermark, Timestamp.now())
                         tracker.defer_remainder(Duration.of(1))  # idle: checkpoint, resume later
                         return
                     position = self._consumer.position([TopicPartition(topic, partition)])[0].offset
@@ -265,13 +288,16 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
                     if not tracker.try_claim(m.offset()):
                         return
                     self._read.inc()
-                    record, timestamp = _raw_record(m), max(0, m.timestamp()[1]) / 1000
+                    gap_from = expected if m.offset() > expected else None
+                    expected = m.offset() + 1
+                    record, timestamp = _raw_record(m, gap_from), max(0, m.timestamp()[1]) / 1000
                     if m.offset() == poisoned:
                         letter = too_many_deliveries(runs, self._config.max_delivery_attempts, record.payload,
                                                      record.source)
                         yield beam.pvalue.TaggedOutput(DEAD_LETTERS, beam.window.TimestampedValue(letter, timestamp))
                         continue
                     yield beam.window.TimestampedValue(record, timestamp)
+                advance_watermark(watermark, Timestamp.of(max(0, max(m.timestamp()[1] for m in real)) / 1000))
         finally:
             self._consumer.unassign()
 
@@ -284,6 +310,13 @@ class _ReadPartition(beam.DoFn, RestrictionProvider):
         (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
         runs = _runs_started_at(committed.metadata, committed.offset)
         return (committed.offset if runs > self._config.max_delivery_attempts else None), runs
+
+
+def advance_watermark(estimator: ManualWatermarkEstimator, timestamp: Timestamp) -> None:
+    """Moves the estimator's watermark up to `timestamp`; never back (an older timestamp changes nothing)."""
+    current = estimator.current_watermark()
+    if current is None or timestamp > current:
+        estimator.set_watermark(timestamp)
 
 
 def _runs_metadata(offset: int, runs: int) -> str:
@@ -306,14 +339,18 @@ class _ReadPartitionUnbounded(_ReadPartition):
     def process(self, element: tuple[str, int],
                 tracker: OffsetRestrictionTracker = beam.DoFn.RestrictionParam(),
                 watermark: Any = beam.DoFn.WatermarkEstimatorParam(
-                    MonotonicWatermarkEstimator.default_provider())) -> Iterator[Any]:
+                    ManualWatermarkEstimator.default_provider())) -> Iterator[Any]:
         yield from super().process(element, tracker, watermark)
 
 
-def _raw_record(message: Any) -> RawRecord:
+def _raw_record(message: Any, gap_from: Optional[int] = None) -> RawRecord:
+    """The record as the pipeline carries it; `gap_from`: the offsets from there up to this record's hold no
+    record (compaction, transaction markers), as the reader saw (`gap_from` in the position)."""
     key = message.key()
     position: dict[str, Union[str, int]] = {"topic": message.topic(), "partition": message.partition(),
                                             "offset": message.offset(), "timestamp_ms": message.timestamp()[1]}
+    if gap_from is not None:
+        position["gap_from"] = gap_from
     if key is not None:
         position["key"] = key.decode("utf-8", errors="backslashreplace")
     if message.value() is None:
@@ -326,17 +363,27 @@ def _raw_record(message: Any) -> RawRecord:
 
 class ReadKafka(beam.PTransform):
     """`RawRecord`s (main output `records`; no dead letters at this stage) from every partition of the
-    topics, one splittable restriction per partition."""
+    topics, one splittable restriction per partition; unbounded, the partitions are listed again every
+    `partition_poll_s` and a new one is read from its start."""
 
     def __init__(self, config: KafkaConfig) -> None:
         super().__init__()
         self._config = config
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        reader = _ReadPartition(self._config) if self._config.stop_at_end else _ReadPartitionUnbounded(self._config)
-        records = (pbegin
-                   | "Impulse" >> beam.Impulse()
-                   | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config))
+        if self._config.stop_at_end:
+            reader: _ReadPartition = _ReadPartition(self._config)
+            partitions = pbegin | "Impulse" >> beam.Impulse() | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config))
+        else:  # partitions added while the job runs are found by listing again
+            from apache_beam.transforms.periodicsequence import PeriodicImpulse
+
+            reader = _ReadPartitionUnbounded(self._config)
+            partitions = (pbegin
+                          | "EveryPoll" >> PeriodicImpulse(fire_interval=self._config.partition_poll_s)
+                          | "ListPartitions" >> beam.ParDo(_ListPartitions(self._config)).with_output_types(
+                              Tuple[str, int])
+                          | "NewPartitions" >> beam.ParDo(_NewPartitions()))
+        records = (partitions
                    | "Reshuffle" >> beam.Reshuffle()
                    | "ReadPartitions" >> beam.ParDo(reader).with_outputs(DEAD_LETTERS, main="records"))
         return records
@@ -474,6 +521,11 @@ class _Commit(beam.DoFn):
         yield topic, partition, finished + 1
 
 
+def _offset_and_gap(ref: SourceRef) -> tuple[int, Optional[int]]:
+    gap = ref.position.get("gap_from")
+    return int(ref.position["offset"]), int(gap) if gap is not None else None
+
+
 def _partition_offset(ref: SourceRef) -> tuple[tuple[str, int], int]:
     return (str(ref.position["topic"]), int(ref.position["partition"])), int(ref.position["offset"])
 
@@ -487,9 +539,97 @@ class CommitOffsets(beam.PTransform):
 
     def expand(self, refs: dict[str, beam.PCollection]) -> Any:
         ours = lambda r: r.system == SYSTEM  # noqa: E731
+        if self._config.unbounded:  # streaming: a ledger per partition in keyed state, across the stream
+            tagged = [refs[name] | f"Kafka{name}" >> beam.Filter(ours)
+                      | f"Tag{name}" >> beam.Map(lambda r, n=name: (_partition_offset(r)[0], (n, _offset_and_gap(r))))
+                      for name in ("done", "read")]
+            return (tagged | "AllRefs" >> beam.Flatten().with_output_types(Tuple[Tuple[str, int], Any])
+                    | "Ledger" >> beam.ParDo(_Ledger(self._config)))
         keyed = {name: (refs[name] | f"Kafka{name}" >> beam.Filter(ours)
                         | f"ByPartition{name}" >> beam.Map(_partition_offset)) for name in ("done", "read")}
         return keyed | "JoinByPartition" >> beam.CoGroupByKey() | "Commit" >> beam.ParDo(_Commit(self._config))
+
+
+class PartitionLedger:
+    """What one partition's ledger knows: `next`, the offset committed (everything before it finished),
+    and the offsets at or after it that were read and that finished. Pure logic (`_Ledger` keeps it in
+    keyed state and commits)."""
+
+    def __init__(self, next_offset: int) -> None:
+        self.next = next_offset
+        self.done: set[int] = set()
+        self.gaps: dict[int, int] = {}  # gap start -> the offset of the record after the gap
+
+    def note(self, kind: str, offset: int, gap_from: Optional[int] = None) -> int:
+        """Records a `read` or `done` offset (with the gap the reader saw before it, if any); returns how many
+        offsets the finished prefix grew by (`next` then moved past them). The prefix grows only over
+        finished offsets and over gaps the reader reported, never over an offset merely not heard of yet
+        (its refs may still be on their way). An offset below `next` (a replay) changes nothing."""
+        if offset < self.next:
+            return 0
+        if gap_from is not None and gap_from < offset:
+            self.gaps[gap_from] = offset
+        if kind == "done":
+            self.done.add(offset)
+        finished = 0
+        while True:
+            if self.next in self.done:
+                self.done.discard(self.next)
+                self.next, finished = self.next + 1, finished + 1
+            elif self.next in self.gaps:
+                self.next = self.gaps.pop(self.next)
+            else:
+                break
+        self.gaps = {g: o for g, o in self.gaps.items() if o > self.next}
+        return finished
+
+
+class _Ledger(beam.DoFn):
+    """Streaming commits: per `(topic, partition)`, a `PartitionLedger` in keyed state (started at the
+    group's committed offset, or the partition's first) takes every read and finished offset, whenever it
+    arrives; each time the finished prefix grows, its end is committed (never backwards). Finished refs of
+    dead letters arrive only once the letters are durable, so a commit never passes an undurable one."""
+
+    LEDGER = ReadModifyWriteStateSpec("ledger", PickleCoder())
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._acked = counters.counter(counters.RECORDS_ACKNOWLEDGED)
+
+    def setup(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(self._config.client_settings())
+
+    def teardown(self) -> None:
+        self._consumer.close()
+
+    def process(self, keyed: tuple[tuple[str, int], tuple[str, int]],
+                ledger_state: Any = beam.DoFn.StateParam(LEDGER)) -> Iterator[Any]:
+        from confluent_kafka import TopicPartition
+
+        (topic, partition), (kind, (offset, gap_from)) = keyed
+        ledger: Optional[PartitionLedger] = ledger_state.read()
+        if ledger is None:
+            ledger = PartitionLedger(self._start(topic, partition))
+        finished = ledger.note(kind, offset, gap_from)
+        ledger_state.write(ledger)
+        if not finished:
+            return
+        (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        if ledger.next > committed.offset:
+            self._consumer.commit(offsets=[TopicPartition(topic, partition, ledger.next)], asynchronous=False)
+        self._acked.inc(finished)
+        yield topic, partition, ledger.next
+
+    def _start(self, topic: str, partition: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        (committed,) = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
+        if committed.offset >= 0:
+            return committed.offset
+        low, _ = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        return low
 
 
 # --- dead letters to a topic ---------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.userstate import SetStateSpec
 from pydantic import BaseModel, ConfigDict, Field
 
 from transforms import counters
@@ -299,3 +301,28 @@ class FinishedRecords(beam.PTransform):
                 | "ByRecord" >> beam.Map(lambda r: (_record_key(r), r))
                 | "GroupParts" >> beam.GroupByKey()
                 | "WhenComplete" >> beam.ParDo(_CompleteRecords()))
+
+
+class _CompleteRecordsInState(beam.DoFn):
+    PARTS = SetStateSpec("parts", PickleCoder())
+
+    def process(self, keyed: tuple[str, SourceRef], parts: Any = beam.DoFn.StateParam(PARTS)) -> Iterator[SourceRef]:
+        _, ref = keyed
+        count = ref.position.get("part_count")
+        if count is None:
+            yield ref
+            return
+        parts.add(ref.position.get("part"))
+        if len(set(parts.read())) >= int(count):
+            parts.clear()
+            yield whole_record(ref)
+
+
+class FinishedRecordsInState(beam.PTransform):
+    """Streaming's `FinishedRecords`: a record's ref goes on once every part is finished, counted in keyed
+    state (no window: parts finished at any time, in any order, meet)."""
+
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        return (refs
+                | "ByRecord" >> beam.Map(lambda r: (_record_key(r), r)).with_output_types(Tuple[str, Any])
+                | "WhenComplete" >> beam.ParDo(_CompleteRecordsInState()))

@@ -10,6 +10,7 @@ applied wins; two different upserts that share a version are a producer error th
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable, Optional
 
 from transforms.types import ChangeEvent, StoredDocument, Superseded
@@ -22,6 +23,36 @@ def rank(version: int, deleted: bool) -> tuple[int, bool]:
 
 def precedence(event: ChangeEvent) -> tuple[int, bool, bytes]:
     return (*rank(event.version, event.op == "delete"), event.raw)
+
+
+def digest(event: ChangeEvent) -> str:
+    """A short digest of the raw payload: what keyed state keeps instead of the payload."""
+    return hashlib.sha256(event.raw).hexdigest()[:32]
+
+
+HeldRank = tuple[int, bool, str]
+"""What a streaming step keeps per document in keyed state: version, delete, digest of the payload."""
+
+
+def held_rank(event: ChangeEvent) -> HeldRank:
+    return (*rank(event.version, event.op == "delete"), digest(event))
+
+
+def superseded_in_flight(event: ChangeEvent, held: Optional[HeldRank]) -> Optional[str]:
+    """Why `event` loses to the highest event a streaming step already let through for its document
+    (`held`), or `None`. The same rule as `precedence` except its last tie-break: state keeps a digest, not
+    the payload, so of two different payloads at the same version and op the later arrival goes on (as
+    against a store, the last applied wins); the same payload again is a duplicate."""
+    if held is None:
+        return None
+    mine = rank(event.version, event.op == "delete")
+    if mine < held[:2]:
+        if event.version < held[0]:
+            return f"older version {event.version} < {held[0]}"
+        return f"same version {event.version} as a delete (a delete wins a tie)"
+    if mine == held[:2] and digest(event) == held[2]:
+        return "duplicate"
+    return None
 
 
 def stored_rank(stored: StoredDocument) -> Optional[tuple[int, bool]]:

@@ -102,7 +102,8 @@ def assemble_writes(plan: FanOutPlan, new_vectors: Mapping[int, Vector], model_i
                     dimension: Optional[int] = None) -> dict[str, DocumentWrite]:
     """One `DocumentWrite` per sink that needs it (same records, that sink's stale IDs)."""
     shared = assemble_write(plan, new_vectors, model_id, dimension)
-    return {sink: DocumentWrite(shared.event, shared.records, stale, reused_chunks=shared.reused_chunks)
+    return {sink: DocumentWrite(shared.event, shared.records, stale, reused_chunks=shared.reused_chunks,
+                                sinks=len(plan.stale_ids))
             for sink, stale in plan.stale_ids.items()}
 
 

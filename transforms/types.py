@@ -246,11 +246,15 @@ class FanOutPlan:
 
 @dataclass(frozen=True)
 class SinkOutcome:
-    """What one sink did with one document's write: applied, or dead-lettered (`applied` false)."""
+    """What one sink did with one document's write: applied, dead-lettered (`applied` false), or superseded
+    (a streaming writer had already admitted a newer version of the document). `sinks`: how many sinks the
+    event's writes went to (each reports one outcome)."""
 
     sink: str
     event: ChangeEvent
     applied: bool
+    superseded: bool = False
+    sinks: int = 1
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,8 @@ class DocumentWrite:
     records: tuple[ChunkRecord, ...]
     stale_ids: tuple[str, ...]
     reused_chunks: int = 0
+    sinks: int = 1
+    """How many sinks get a write for this event (what a streaming settle waits for)."""
 
     @property
     def key(self) -> DocKey:
