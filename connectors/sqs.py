@@ -111,6 +111,13 @@ class SqsConfig(BoundedReadSettings):
             raise SourceConfigError(f"SQS queue {self.queue_url} cannot be used: {type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
+    def backlog(self) -> dict[tuple[tuple[str, str], ...], int]:
+        """The queue's approximate counts: messages waiting (`state="visible"`) and in flight (`"in_flight"`)."""
+        found = self.client().get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return {(("queue", self.queue_url), ("state", "visible")): int(found["ApproximateNumberOfMessages"]),
+                (("queue", self.queue_url), ("state", "in_flight")): int(found["ApproximateNumberOfMessagesNotVisible"])}
+
     def display(self) -> dict[str, Any]:
         return {"source": "sqs", "queue_url": self.queue_url}
 

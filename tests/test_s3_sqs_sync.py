@@ -4,6 +4,7 @@ and deleted in a real S3 emulator whose bucket notification sends real S3 event 
 sink exactly in sync; every finished message is deleted, and a run killed mid-way (SIGKILL) loses nothing."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -281,3 +282,15 @@ def test_messages_in_flight_stay_hidden_past_their_visibility_timeout_until_the_
         reader.teardown()
     time.sleep(2.5)
     assert visible() == 2, "released at the end of the run, the messages are delivered again"
+
+
+def test_sqs_backlog_counts_waiting_and_in_flight_messages(moto_server: str):
+    from connectors.sqs import SqsConfig
+
+    bucket = Bucket()
+    bucket.send(*[json.dumps({"Records": []}) for _ in range(3)])
+    config = SqsConfig(queue_url=bucket.queue_url)
+    bucket.sqs.receive_message(QueueUrl=bucket.queue_url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+    backlog = config.backlog()
+    visible, in_flight = ((("queue", bucket.queue_url), ("state", s)) for s in ("visible", "in_flight"))
+    assert backlog[visible] + backlog[in_flight] >= 3 and backlog[in_flight] >= 1
