@@ -157,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="documents per store look-up (what the stores hold for them; default: 256)")
     src.add_argument("--follow", type=float, metavar="SECONDS",
                      help="continuous sync on one machine: a bounded run, then another SECONDS after it ends, ...")
-    src.add_argument("--window_seconds", type=int, help="window length for unbounded sources on streaming runners (default: 10)")
     out = parser.add_argument_group("output")
     out.add_argument("--dead_letters", help="dead-letter JSONL file (default: ./dead_letters.jsonl)")
     out.add_argument("--summary_json", help="also write the run summary as JSON here")

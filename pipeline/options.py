@@ -57,8 +57,6 @@ class SyncConfig(BaseModel):
     """A batch of mixed lengths is split into model calls where that saves more padded token slots than this
     per extra call (`transforms.embedding.padding_aware_groups`)."""
     lookup_batch_size: int = Field(default=256, ge=1)
-    window_seconds: int = Field(default=10, ge=1)
-    """Window length for unbounded sources on streaming runners."""
     dead_letters: str = "./dead_letters.jsonl"
     summary_json: Optional[str] = None
 
@@ -120,7 +118,7 @@ as `env:NAME`, never as the value."""
 _ALLOW_FLAGS = {"allow_local_root": "local_roots", "allow_bucket": "buckets", "allow_azure_account": "azure_accounts"}
 """Flags that set the fetch allow-list (`fetch.allow` in a config file); given, each replaces the file's list."""
 _GENERAL = ("notifications", "input", "model", "device", "backend", "onnx_cache", "chunk_size", "chunk_overlap",
-            "batch_size", "call_cost_tokens", "lookup_batch_size", "window_seconds", "dead_letters", "summary_json")
+            "batch_size", "call_cost_tokens", "lookup_batch_size", "dead_letters", "summary_json")
 
 
 def _key_values(pairs: Sequence[str]) -> dict[str, str]:

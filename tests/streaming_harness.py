@@ -136,7 +136,7 @@ def run_streaming(bootstrap: str, topic: str, steps: Sequence[Step], sink_args: 
     """Runs the shipped graph in streaming mode over the schedule; returns when the TestStream ends."""
     argv = ["--source", "kafka", "--kafka_bootstrap", bootstrap, "--kafka_topic", topic, "--kafka_group", "sync",
             *sink_args, "--dead_letters", str(work / "dead.jsonl"), "--chunk_size", "16", "--chunk_overlap", "4",
-            "--window_seconds", "10", *extra]
+            *extra]
     config, _ = parse_args(argv)
     stream, raw = produce_schedule(bootstrap, topic, steps)
     source = TestStreamKafka(**{**config.source.model_dump(), "stream": stream})
