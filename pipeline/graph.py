@@ -1,5 +1,6 @@
 """The whole sync graph, top to bottom: source (change-log, folder or stream) → parse (change events or
-storage notifications) → latest per document → fetch object content → plan against every store → embed (batched; the model loads on the first batch) → assemble → write to each sink → settle each event;
+storage notifications) → latest per document → fetch object content → plan against every store → embed
+(batched; the model loads on the first batch) → assemble → write to each sink → settle each event;
 every stage's dead letters are appended to the dead-letter file (and the source's own dead-letter place),
 and a streaming source acknowledges each record once it is finished: applied, superseded, or its dead letter
 durably written.
@@ -16,11 +17,11 @@ from connectors.base import DEAD_LETTERS, TO_EMBED, PlanDocumentWrites, WriteToS
 from connectors.dead_letters import WriteDeadLetters
 from connectors.objects import FetchContent
 from connectors.sources import FinishedRecords, FinishedRecordsInState
-from transforms.notifications import NotificationParser
 from connectors.changelog import ReadChangeLog, ReadDocumentFolder, parse_document_file
 from pipeline.options import SyncConfig
 from transforms.embedding import EmbedChunks, SentenceTransformerHandler
 from transforms.model import ModelRef
+from transforms.notifications import NotificationParser
 from transforms.ordering import AssembleWhenComplete, OrderPerDocument, SettleWhenComplete, flight_key
 from transforms.parse import parse_or_dead_letter
 from transforms.stages import (
