@@ -59,6 +59,7 @@ def pipeline_run(docs, model_path: str, batch_size: int, work: Path, version: in
                  extra: tuple[str, ...] = ()) -> dict:
     from pipeline.main import run
 
+    import sentence_transformers  # noqa: F401 - imported before the clock, as the raw path's model is loaded
     log = write_changelog(work / f"changelog-v{version}.jsonl", docs, version)
     summary = run(["--input", str(log), "--qdrant_path", str(work / store), "--batch_size", str(batch_size),
                    "--dead_letters", str(work / "dead.jsonl"), "--model", model_path, *extra])
