@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
+import pytest
+
 from tests.conftest import read_points, read_rows
 from tests.pinecone_fake import FakePineconeIndex
 
@@ -150,3 +152,18 @@ class MongoTarget:
 
     def close(self) -> None:
         pass
+
+
+@pytest.fixture(params=["qdrant", "pgvector", "pinecone", "mongodb"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Every sink, one test each (import this fixture where a test runs against all of them)."""
+    if request.param == "qdrant":
+        made: Any = QdrantTarget(tmp_path)
+    elif request.param == "pgvector":
+        made = PgVectorTarget(request.getfixturevalue("pg_uri"))
+    elif request.param == "pinecone":
+        made = PineconeTarget()
+    else:
+        made = MongoTarget(request.getfixturevalue("mongo_server"))
+    yield made
+    made.close()

@@ -9,11 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from pipeline.main import run
 from tests.conftest import read_dead_letters
-from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget
+from tests.sink_targets import QdrantTarget, target  # noqa: F401 - `target`: one test per sink
 from tests.test_pubsub_source import left_on_subscription
 
 LONG = " ".join(f"Clause {i}: returns within {i + 10} days need the receipt." for i in range(12))
@@ -75,19 +74,6 @@ class Bucket:
         pubsub_v1.PublisherClient().publish(self.topic, data, **attributes).result(30)
 
 
-@pytest.fixture(params=["qdrant", "pgvector", "pinecone", "mongodb"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """Every sink (the same targets as tests/test_sink_contract.py)."""
-    if request.param == "qdrant":
-        made: Any = QdrantTarget(tmp_path)
-    elif request.param == "pgvector":
-        made = PgVectorTarget(request.getfixturevalue("pg_uri"))
-    elif request.param == "pinecone":
-        made = PineconeTarget()
-    else:
-        made = MongoTarget(request.getfixturevalue("mongo_server"))
-    yield made
-    made.close()
 
 
 def sync(bucket: Bucket, target: Any, tmp_path: Path, *extra: str):

@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.main import StartupError, run
 from tests.conftest import REPO, read_dead_letters
-from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget
+from tests.sink_targets import QdrantTarget, target  # noqa: F401 - `target`: one test per sink
 
 LONG = " ".join(f"Clause {i}: returns within {i + 10} days need the receipt." for i in range(12))
 SHORT = "Returns: 30 days with a receipt."
@@ -64,19 +64,6 @@ class Bucket:
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-@pytest.fixture(params=["qdrant", "pgvector", "pinecone", "mongodb"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """Every sink (the same targets as tests/test_sink_contract.py)."""
-    if request.param == "qdrant":
-        made: Any = QdrantTarget(tmp_path)
-    elif request.param == "pgvector":
-        made = PgVectorTarget(request.getfixturevalue("pg_uri"))
-    elif request.param == "pinecone":
-        made = PineconeTarget()
-    else:
-        made = MongoTarget(request.getfixturevalue("mongo_server"))
-    yield made
-    made.close()
 
 
 def sync_args(bucket: Bucket, target: Any, tmp_path: Path, *extra: str) -> list[str]:

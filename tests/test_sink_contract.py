@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.main import StartupError, run
 from tests.conftest import read_dead_letters, write_changelog
 from tests.flaky_proxy import FlakyProxy
-from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, QdrantTarget
+from tests.sink_targets import MongoTarget, PgVectorTarget, PineconeTarget, target  # noqa: F401 - `target`: one test per sink
 from tests.pinecone_fake import FakePineconeIndex
 from transforms.stages import DEAD_LETTERS, AssembleDocumentWrites, sink_tag
 from transforms.types import ChangeEvent, Chunk, FanOutPlan
@@ -25,18 +25,6 @@ SMALL = ["--chunk_size", "16", "--chunk_overlap", "4"]
 LONG = " ".join(f"Rule {i} says pallets in aisle {i} are stacked three high near dock {i}." for i in range(8))
 
 
-@pytest.fixture(params=["qdrant", "pgvector", "pinecone", "mongodb"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "qdrant":
-        made: Any = QdrantTarget(tmp_path)
-    elif request.param == "pgvector":
-        made = PgVectorTarget(request.getfixturevalue("pg_uri"))
-    elif request.param == "pinecone":
-        made = PineconeTarget()
-    else:
-        made = MongoTarget(request.getfixturevalue("mongo_server"))
-    yield made
-    made.close()
 
 
 def sync(target: Any, tmp_path: Path, name: str, events: list[Any], *extra: str):
